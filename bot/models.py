@@ -1,0 +1,64 @@
+"""The plain values that cross layers: what came in, and what admission decided."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TEXT = "text"
+"""A question in words (typed, or a voice message WeChat transcribed)."""
+MEDIA = "media"
+"""An image, video, file, location…: answered with a polite 'text only', never charged."""
+SUBSCRIBE = "subscribe"
+UNSUBSCRIBE = "unsubscribe"
+CLICK = "click"
+"""A menu click: recorded, no LLM."""
+OTHER = "other"
+"""Any other event: recorded and acknowledged."""
+
+KINDS = (TEXT, MEDIA, SUBSCRIBE, UNSUBSCRIBE, CLICK, OTHER)
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    """One platform delivery, stripped of everything platform-specific.
+
+    `message_key` is what the platform repeats on a re-delivery (WeChat's MsgId, or sender and
+    CreateTime for events); it is unique per platform. `chat` separates conversations of one user
+    (empty for WeChat, the chat id for Feishu).
+    """
+
+    platform: str
+    user: str
+    message_key: str
+    kind: str
+    text: str = ""
+    chat: str = ""
+    detail: str = ""
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown message kind {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What the gate decided about one delivery.
+
+    outcome is one of:
+      duplicate  this delivery was seen before; acknowledge and do nothing else
+      trial      one answer was reserved from the free trial; queue the question
+      member     the user is a member; queue the question
+      exhausted  trial used up and no membership; reply with the trial-over text
+      recorded   not a question (event, media); recorded, nothing charged
+    """
+
+    outcome: str
+    delivery_id: int | None = None
+    user_id: int | None = None
+    trial_left: int = 0
+    member_until: float | None = None
+    new_user: bool = False
+
+    @property
+    def queued(self) -> bool:
+        return self.outcome in ("trial", "member")

@@ -1,0 +1,307 @@
+"""One typed, validated settings object, built from the environment and a `.env` file.
+
+Every variable chatgate reads is declared once in `VARIABLES` below, with its type, default and the
+line the README's configuration table shows (a test keeps the two in step). The web app, the worker
+and the CLI all call `load_settings()`; a bad value fails at start-up with `SettingsError`, naming
+the variable and what is wrong. In production, missing or placeholder secrets are refused.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+PRODUCTION = "production"
+DEVELOPMENT = "development"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or wrong; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Var:
+    """One environment variable: its name, type, default and README description."""
+
+    name: str
+    attr: str
+    kind: Callable[[str], Any]
+    default: Any
+    doc: str
+    secret: bool = False
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _seconds(raw: str) -> float:
+    value = float(raw)
+    if value <= 0:
+        raise ValueError("must be a positive number of seconds")
+    return value
+
+
+def _delays(raw: str) -> tuple[int, ...]:
+    """Comma-separated retry delays in seconds, e.g. `10,30,60`; empty means no retry."""
+    parts = [p.strip() for p in raw.split(",") if p.strip()]
+    values = tuple(int(p) for p in parts)
+    if any(v < 0 for v in values):
+        raise ValueError("delays must not be negative")
+    return values
+
+
+def _env(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in (PRODUCTION, DEVELOPMENT):
+        raise ValueError(f"expected {PRODUCTION} or {DEVELOPMENT}")
+    return value
+
+
+def _text(raw: str) -> str:
+    # `.env` files cannot hold a literal newline easily; allow "\n" in texts.
+    return raw.replace("\\n", "\n")
+
+
+VARIABLES: tuple[Var, ...] = (
+    Var("CHATGATE_ENV", "env", _env, PRODUCTION,
+        "`production` (default) or `development`. Production refuses missing or placeholder secrets "
+        "and never uses the demo responder."),
+    Var("CHATGATE_DB", "db_path", str, "var/chatgate.db",
+        "SQLite file (created owner-only, mode 600)."),
+    Var("REDIS_URL", "redis_url", str, "",
+        "Redis for the queue, tokens and locks, e.g. `redis://127.0.0.1:6379/0`. Required in production; "
+        "`chatgate up` starts an embedded Redis on a private unix socket when it is unset.", secret=True),
+    Var("OPENAI_API_KEY", "openai_api_key", str, "",
+        "Key for the OpenAI-compatible endpoint (any non-placeholder value for servers without keys, "
+        "such as Ollama). Unset in development: an offline demo responder answers, and says so.",
+        secret=True),
+    Var("OPENAI_BASE_URL", "openai_base_url", str, "",
+        "OpenAI-compatible endpoint (OpenAI, DeepSeek, Qwen/DashScope, Ollama, vLLM…); unset: OpenAI."),
+    Var("CHATGATE_MODEL", "model", str, "gpt-4o-mini", "Model name sent to the endpoint."),
+    Var("CHATGATE_SYSTEM_PROMPT", "system_prompt", _text,
+        "You are a helpful assistant. Answer concisely; plain text only, no Markdown.",
+        "System prompt put before every conversation."),
+    Var("CHATGATE_LLM_TIMEOUT", "llm_timeout", _seconds, 60.0,
+        "Wall-clock limit for one LLM answer, in seconds (the job timeout is this plus 30)."),
+    Var("CHATGATE_HISTORY_TURNS", "history_turns", _positive_int, 6,
+        "How many earlier question/answer pairs of the user go with a question."),
+    Var("CHATGATE_HISTORY_CHARS", "history_chars", _positive_int, 4000,
+        "Upper bound on the characters of history sent (oldest turns are dropped first)."),
+    Var("CHATGATE_RETRY_DELAYS", "retry_delays", _delays, (10, 30, 60),
+        "Seconds between tries of a failed answer (LLM or send error); one retry per number."),
+    Var("CHATGATE_FREE_TRIAL", "free_trial", _positive_int, 10, "Free answers for each new user."),
+    Var("CHATGATE_WELCOME_TEXT", "welcome_text", _text,
+        "Welcome! Ask me anything. You have {free_trial} free answers.",
+        "Reply to a new follower; `{free_trial}` is replaced by the trial size."),
+    Var("CHATGATE_TRIAL_OVER_TEXT", "trial_over_text", _text,
+        "Your {free_trial} free answers are used up. Become a member to keep asking.",
+        "Reply when the trial is used up and the user is not a member; put your purchase link here."),
+    Var("WECHAT_TOKEN", "wechat_token", str, "",
+        "Token from the official account's server settings (3–32 letters and digits).", secret=True),
+    Var("WECHAT_APP_ID", "wechat_app_id", str, "", "AppID of the official account."),
+    Var("WECHAT_APP_SECRET", "wechat_app_secret", str, "", "AppSecret of the official account.",
+        secret=True),
+    Var("WECHAT_AES_KEY", "wechat_aes_key", str, "",
+        "EncodingAESKey (43 characters). When set, only encrypted (safe or compatible mode) posts are "
+        "accepted and passive replies are encrypted.", secret=True),
+    Var("WECHAT_API_BASE", "wechat_api_base", str, "https://api.weixin.qq.com",
+        "WeChat API origin; tests point it at a local fake."),
+    Var("WECHAT_HTTP_TIMEOUT", "wechat_http_timeout", _seconds, 10.0,
+        "Timeout in seconds for each call to the WeChat API."),
+    Var("PORT", "port", int, 8000, "Port of the web process (gunicorn)."),
+    Var("CHATGATE_HOST", "host", str, "",
+        "Address the web process binds; default `0.0.0.0` in production (the webhook must be "
+        "reachable, usually behind an HTTPS proxy), `127.0.0.1` in development."),
+    Var("WEB_CONCURRENCY", "web_concurrency", _positive_int, 0,
+        "gunicorn worker processes; default 2 × cores + 1."),
+    Var("CHATGATE_WORKERS", "workers", _positive_int, 4,
+        "RQ worker processes started by `chatgate worker` (each answers one question at a time)."),
+    Var("CHATGATE_QUEUE", "queue_name", str, "chatgate", "RQ queue name."),
+    Var("CHATGATE_LOG_LEVEL", "log_level", str, "INFO", "Log level (DEBUG, INFO, WARNING…)."),
+)
+
+PLACEHOLDERS = frozenset({
+    "changeme", "change-me", "change_me", "replace-me", "replaceme", "placeholder", "secret", "token",
+    "password", "xxx", "xxxx", "todo", "example", "test", "your-token", "your_token", "yourtoken",
+    "your-key", "your_key", "sk-xxx", "sk-...", "...", "none", "null",
+})
+
+
+def is_placeholder(value: str) -> bool:
+    """True for empty values and the obvious stand-ins people leave in example files."""
+    v = value.strip().lower()
+    return (not v or v in PLACEHOLDERS or v.startswith(("<", "your", "replace", "change"))
+            or set(v) <= set("x.*-_"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated configuration. Build it with `load_settings()`."""
+
+    env: str = PRODUCTION
+    db_path: str = "var/chatgate.db"
+    redis_url: str = ""
+    openai_api_key: str = field(default="", repr=False)
+    openai_base_url: str = ""
+    model: str = "gpt-4o-mini"
+    system_prompt: str = ""
+    llm_timeout: float = 60.0
+    history_turns: int = 6
+    history_chars: int = 4000
+    retry_delays: tuple[int, ...] = (10, 30, 60)
+    free_trial: int = 10
+    welcome_text: str = ""
+    trial_over_text: str = ""
+    wechat_token: str = field(default="", repr=False)
+    wechat_app_id: str = ""
+    wechat_app_secret: str = field(default="", repr=False)
+    wechat_aes_key: str = field(default="", repr=False)
+    wechat_api_base: str = "https://api.weixin.qq.com"
+    wechat_http_timeout: float = 10.0
+    port: int = 8000
+    host: str = ""
+    web_concurrency: int = 0
+    workers: int = 4
+    queue_name: str = "chatgate"
+    log_level: str = "INFO"
+
+    @property
+    def production(self) -> bool:
+        return self.env == PRODUCTION
+
+    @property
+    def bind_host(self) -> str:
+        return self.host or ("0.0.0.0" if self.production else "127.0.0.1")
+
+    @property
+    def wechat_enabled(self) -> bool:
+        """The WeChat webhook answers only once its token is set."""
+        return bool(self.wechat_token)
+
+    @property
+    def wechat_can_send(self) -> bool:
+        return bool(self.wechat_app_id and self.wechat_app_secret)
+
+    @property
+    def demo_llm(self) -> bool:
+        """Development without a key: the offline demo responder stands in."""
+        return not self.production and not self.openai_api_key
+
+    @property
+    def job_timeout(self) -> int:
+        return int(self.llm_timeout) + 30
+
+    def text(self, name: str) -> str:
+        """A user-facing text with `{free_trial}` filled in."""
+        return getattr(self, name).replace("{free_trial}", str(self.free_trial))
+
+    def redacted(self) -> dict[str, str]:
+        """Every setting as the operator may see it: secrets shown only as set / unset."""
+        out = {}
+        for var in VARIABLES:
+            value = getattr(self, var.attr)
+            if var.secret:
+                out[var.name] = "(set)" if value else "(unset)"
+            else:
+                out[var.name] = str(value)
+        return out
+
+
+def _read_environment(env: Mapping[str, str] | None, dotenv_path: str | os.PathLike | None) -> dict:
+    values: dict[str, str] = {}
+    path = Path(dotenv_path) if dotenv_path is not None else Path.cwd() / ".env"
+    if path.is_file():
+        values.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+    values.update(os.environ if env is None else env)
+    return values
+
+
+def load_settings(env: Mapping[str, str] | None = None, *, dotenv_path=None, **overrides) -> Settings:
+    """Build and validate settings from `env` (default: `os.environ`) over a `.env` file.
+
+    Keyword overrides use attribute names (`free_trial=3`) and win over both; tests use them.
+    """
+    raw = _read_environment(env, dotenv_path)
+    kwargs: dict[str, Any] = {}
+    for var in VARIABLES:
+        if var.name in raw and raw[var.name] != "":
+            try:
+                kwargs[var.attr] = var.kind(raw[var.name])
+            except ValueError as exc:
+                raise SettingsError(f"{var.name}: {exc}") from None
+        else:
+            kwargs[var.attr] = var.default
+    unknown = set(overrides) - {f.name for f in fields(Settings)}
+    if unknown:
+        raise TypeError(f"unknown settings: {sorted(unknown)}")
+    kwargs.update(overrides)
+    settings = Settings(**kwargs)
+    validate(settings)
+    return settings
+
+
+def _is_loopback_redis(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return True
+    host = parts.hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def validate(s: Settings) -> None:
+    """Raise SettingsError for values no environment should run with, and for production gaps."""
+    problems: list[str] = []
+    if s.wechat_aes_key and len(s.wechat_aes_key) != 43:
+        problems.append("WECHAT_AES_KEY: must be the 43-character EncodingAESKey")
+    if s.wechat_token and not (3 <= len(s.wechat_token) <= 32 and s.wechat_token.isalnum()):
+        problems.append("WECHAT_TOKEN: must be 3-32 letters or digits, as the WeChat console requires")
+    if s.wechat_aes_key and not s.wechat_app_id:
+        problems.append("WECHAT_APP_ID: required with WECHAT_AES_KEY (the AppID is part of decryption)")
+    if s.redis_url and urlsplit(s.redis_url).scheme not in ("redis", "rediss", "unix"):
+        problems.append("REDIS_URL: must start with redis://, rediss:// or unix://")
+    for name, value in (("OPENAI_BASE_URL", s.openai_base_url), ("WECHAT_API_BASE", s.wechat_api_base)):
+        if value and urlsplit(value).scheme not in ("http", "https"):
+            problems.append(f"{name}: must be an http(s) URL")
+    if s.production:
+        if not s.redis_url:
+            problems.append("REDIS_URL: required in production (or start everything with `chatgate up`)")
+        elif not _is_loopback_redis(s.redis_url) and not urlsplit(s.redis_url).password:
+            problems.append("REDIS_URL: a Redis beyond this machine must have a password in the URL")
+        if is_placeholder(s.openai_api_key):
+            problems.append("OPENAI_API_KEY: missing or a placeholder")
+        if not s.wechat_token:
+            problems.append("WECHAT_TOKEN: missing (no platform is configured)")
+        else:
+            for name, value in (("WECHAT_TOKEN", s.wechat_token), ("WECHAT_APP_ID", s.wechat_app_id),
+                                ("WECHAT_APP_SECRET", s.wechat_app_secret)):
+                if is_placeholder(value):
+                    problems.append(f"{name}: missing or a placeholder")
+            if s.wechat_aes_key and is_placeholder(s.wechat_aes_key):
+                problems.append("WECHAT_AES_KEY: a placeholder")
+    if problems:
+        raise SettingsError("refusing to start: " + "; ".join(problems))

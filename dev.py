@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""The two commands of the README, on a fresh clone with only Python >= 3.11:
+
+    python3 dev.py up      run the whole bot locally (web + worker + embedded Redis + SQLite)
+    python3 dev.py test    run the full test suite
+
+Both create `.venv/` on first use and install chatgate into it (again whenever pyproject.toml
+changes). `up` also writes a `.env` for development with a fresh random WECHAT_TOKEN if none exists.
+"""
+
+import hashlib
+import os
+import secrets
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / "bin"
+STAMP = VENV / ".chatgate-installed"
+
+
+def ensure_venv() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"chatgate needs Python 3.11 or newer (this is {sys.version.split()[0]})")
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == want and (BIN / "chatgate").exists():
+        return
+    if not (BIN / "python").exists():
+        print("creating .venv …", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    print("installing chatgate and its dependencies into .venv …", flush=True)
+    subprocess.run([str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                    "-e", f"{ROOT}[test]"], check=True)
+    STAMP.write_text(want)
+
+
+def write_dev_env() -> None:
+    env_file = ROOT / ".env"
+    if env_file.exists():
+        return
+    template = (ROOT / "config" / "example.env").read_text()
+    text = template.replace("CHATGATE_ENV=production", "CHATGATE_ENV=development")
+    text = text.replace("WECHAT_TOKEN=", f"WECHAT_TOKEN={secrets.token_hex(16)}", 1)
+    fd = os.open(env_file, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    print("wrote .env for development (a random WECHAT_TOKEN; no LLM key, so the demo responder answers)")
+
+
+def main() -> None:
+    command = sys.argv[1] if len(sys.argv) > 1 else "help"
+    args = sys.argv[2:]
+    os.chdir(ROOT)
+    if command == "up":
+        ensure_venv()
+        write_dev_env()
+        os.execv(BIN / "chatgate", [str(BIN / "chatgate"), "up", *args])
+    elif command == "test":
+        ensure_venv()
+        os.execv(BIN / "python", [str(BIN / "python"), "-m", "pytest", *args])
+    else:
+        print(__doc__)
+        sys.exit(0 if command in ("help", "-h", "--help") else 2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""The Flask app factory: `create_app()` wires settings, the store, Redis and the platform routes.
+
+gunicorn serves `handlers.app:create_app()`; tests build the app with overrides
+(`create_app(db_path=..., redis_url=...)`). The webhook's work per message is: verify, decrypt,
+parse, admit in SQLite, enqueue; slow work (LLM, outbound HTTP) belongs to the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from flask import Flask, Response, abort
+
+from bot.gate import decide, job_facts
+from bot.store import Store
+from config import Settings, load_settings
+from workers.queue import answer_queue, connect, enqueue_answer
+
+log = logging.getLogger("chatgate.web")
+
+MAX_BODY_BYTES = 64 * 1024
+"""WeChat and Feishu bodies are a few KB; anything larger is refused before parsing (413)."""
+
+
+def configure_logging(settings: Settings) -> None:
+    """One log format for web, worker and CLI; secrets are never passed to the logger."""
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+class Runtime:
+    """The per-process pieces the views share: settings, a store per thread, Redis and the queue."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._local = threading.local()
+        self.redis = connect(settings)
+        self.queue = answer_queue(settings, self.redis)
+        Store(settings.db_path).close()  # create the file and apply migrations once, up front
+
+    @property
+    def store(self) -> Store:
+        store = getattr(self._local, "store", None)
+        if store is None:
+            store = self._local.store = Store(self.settings.db_path, migrate=False)
+        return store
+
+    def admit_and_enqueue(self, msg):
+        """Admission, then the job; if the queue is down the admission is undone and the platform's
+        retry will be admitted afresh (503 makes WeChat and Feishu try again)."""
+        decision = decide(self.store, msg, self.settings)
+        a = decision.admission
+        if decision.enqueue:
+            try:
+                enqueue_answer(self.queue, self.settings, job_facts(msg, a))
+            except Exception as exc:
+                self.store.revert_admission(a.delivery_id, f"queue unavailable: {type(exc).__name__}")
+                log.error("%s msg=%s user=u%s: queue unavailable (%s); admission undone",
+                          msg.platform, msg.message_key, a.user_id, exc)
+                abort(503)
+        log.info("%s msg=%s user=u%s kind=%s outcome=%s trial_left=%s", msg.platform, msg.message_key,
+                 a.user_id, msg.kind, a.outcome, a.trial_left)
+        return decision
+
+
+def create_app(settings: Settings | None = None, **overrides) -> Flask:
+    """Build the web app. `overrides` are settings attributes, for tests."""
+    settings = settings or load_settings(**overrides)
+    configure_logging(settings)
+    app = Flask("chatgate")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    runtime = Runtime(settings)
+    app.extensions["chatgate"] = runtime
+
+    from handlers import wechat
+    app.register_blueprint(wechat.blueprint)
+
+    @app.get("/healthz")
+    def healthz():
+        runtime.redis.ping()
+        runtime.store.conn.execute("SELECT 1")
+        return {"ok": True}
+
+    @app.errorhandler(403)
+    @app.errorhandler(400)
+    @app.errorhandler(413)
+    @app.errorhandler(503)
+    def plain_error(exc):
+        return Response(f"{exc.code} {exc.description}\n", status=exc.code, mimetype="text/plain")
+
+    return app

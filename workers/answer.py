@@ -1,0 +1,134 @@
+"""The answer job: history → LLM → store the answer → send it → mark delivered.
+
+Safe to run twice: a delivery that is already answered is only (re)sent from the first part not
+yet sent, and a finished one is left alone. `answer_failed` is RQ's failure callback; it acts only
+on the last try, when it refunds the reserved trial answer and tells the user.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import lru_cache
+
+from rq import get_current_job
+
+from bot import texts
+from bot.errors import DeliveryGone, PermanentFailure
+from bot.store import Store
+from config import Settings, load_settings
+from handlers.senders import sender_for
+from workers.llm import llm_for
+from workers.queue import connect
+
+log = logging.getLogger("chatgate.worker")
+
+FINISHED = ("delivered", "failed", "refused", "reverted", "recorded")
+
+
+class Context:
+    """What a job needs, built once per process (after RQ's fork) from the settings."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.store = Store(settings.db_path, migrate=False)
+        self.redis = connect(settings)
+        self.llm = llm_for(settings)
+        self._senders: dict = {}
+
+    def sender(self, platform: str):
+        if platform not in self._senders:
+            self._senders[platform] = sender_for(platform, self.settings, self.redis)
+        return self._senders[platform]
+
+
+@lru_cache(maxsize=4)
+def _context_for_pid(pid: int) -> Context:
+    return Context(load_settings())
+
+
+def context() -> Context:
+    return _context_for_pid(os.getpid())
+
+
+def build_messages(settings: Settings, history: list[dict], question: str) -> list[dict]:
+    """System prompt, the bounded history, then the question."""
+    messages = [{"role": "system", "content": settings.system_prompt}] if settings.system_prompt else []
+    return messages + history + [{"role": "user", "content": question}]
+
+
+def fit_parts(sender, answer: str) -> list[str]:
+    """The parts an answer goes out as, within the sender's per-question message budget."""
+    parts = sender.split(answer)
+    if len(parts) <= sender.max_parts:
+        return parts
+    kept = parts[:sender.max_parts]
+    last = kept[-1]
+    while last and len(sender.split(last + texts.TRUNCATED)) > 1:  # make room for the note
+        last = last[:-20]
+    return kept[:-1] + [last + texts.TRUNCATED]
+
+
+def answer_job(facts: dict) -> str:
+    """Answer one admitted question (see module docstring). Returns what happened, for RQ's result."""
+    ctx = context()
+    delivery_id = facts["delivery_id"]
+    d = ctx.store.delivery(delivery_id)
+    if d is None:
+        raise DeliveryGone(f"delivery {delivery_id} is not in the store")
+    if d["status"] in FINISHED:
+        log.info("delivery %s already %s; nothing to do", delivery_id, d["status"])
+        return d["status"]
+    sender = ctx.sender(d["platform"])
+    try:
+        if d["status"] == "queued":
+            history = ctx.store.history(d["user_id"], d["chat"], turns=ctx.settings.history_turns,
+                                        max_chars=ctx.settings.history_chars)
+            answer = ctx.llm.complete(build_messages(ctx.settings, history, d["question"]))
+            ctx.store.record_answer(delivery_id, answer)
+            d = ctx.store.delivery(delivery_id)
+            log.info("delivery %s answered by %s (%d chars)", delivery_id, ctx.llm.model, len(answer))
+        parts = fit_parts(sender, d["answer"])
+        for i in range(d["parts_sent"], len(parts)):
+            sender.send(d["user_external_id"], parts[i], chat=d["chat"], message_key=d["message_key"])
+            ctx.store.mark_parts_sent(delivery_id, i + 1)
+        ctx.store.mark_delivered(delivery_id)
+    except PermanentFailure:
+        job = get_current_job()
+        if job is not None:
+            job.retries_left = 0  # no point in trying again; the failure callback gives up now
+        raise
+    log.info("delivery %s delivered to %s:u%s in %d part(s)", delivery_id, d["platform"], d["user_id"],
+             len(parts))
+    return "delivered"
+
+
+def give_up(ctx: Context, delivery_id: int, reason: str) -> bool:
+    """Mark a delivery failed, refund its trial answer and apologise to the user, once.
+
+    Returns False when the delivery had already finished (a second call does nothing).
+    """
+    charge = ctx.store.fail_delivery(delivery_id, reason)
+    if charge is None:
+        return False
+    d = ctx.store.delivery(delivery_id)
+    log.warning("delivery %s failed for good (%s); %s", delivery_id, reason,
+                "trial answer refunded" if charge == "trial" else "nothing was charged")
+    apology = texts.APOLOGY if charge == "trial" else texts.APOLOGY_MEMBER
+    try:
+        ctx.sender(d["platform"]).send(d["user_external_id"], apology, chat=d["chat"],
+                                       message_key=d["message_key"])
+    except Exception as exc:
+        log.warning("could not send the apology for delivery %s: %s", delivery_id, exc)
+    return True
+
+
+def answer_failed(job, connection, exc_type, exc_value, tb) -> None:
+    """RQ failure callback: runs after every failed try; acts only when no retry is left."""
+    if job.retries_left:
+        log.info("job %s failed (%s: %s); %d retries left", job.id, exc_type.__name__, exc_value,
+                 job.retries_left)
+        return
+    facts = job.args[0] if job.args else {}
+    if "delivery_id" in facts:
+        give_up(context(), facts["delivery_id"], f"{exc_type.__name__}: {exc_value}")

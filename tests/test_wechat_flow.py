@@ -222,3 +222,48 @@ def test_the_retry_after_a_queue_outage_is_admitted_and_answered(env, monkeypatc
     run_worker()
     assert fake_wechat.sent == [(OPENID, "echo: hello again")]
     assert store.find_user("wechat", OPENID)["trial_used"] == 1
+
+
+def test_the_database_is_owner_only(app, env):
+    import os
+    import stat
+
+    assert stat.S_IMODE(os.stat(env["CHATGATE_DB"]).st_mode) == 0o600
+
+
+def test_logs_say_what_happened_to_which_message_and_no_secret(post, env, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    post(text_xml(OPENID, "log me", 8001))
+    text = caplog.text
+    assert "wechat msg=8001" in text and "outcome=trial" in text
+    for name in ("OPENAI_API_KEY", "WECHAT_APP_SECRET", "WECHAT_AES_KEY", "WECHAT_TOKEN"):
+        assert env[name] not in text
+
+
+def test_an_answer_job_run_twice_sends_once(post, run_worker, fake_wechat, fake_llm, env, redis_url):
+    from redis import Redis
+
+    from config import load_settings
+    from workers.queue import answer_queue, enqueue_answer
+
+    post(text_xml(OPENID, "once only", 9001))
+    run_worker()
+    queue = answer_queue(load_settings(), Redis.from_url(redis_url))
+    job = queue.fetch_job("wechat-9001")
+    enqueue_answer(queue, load_settings(), job.args[0])  # as RQ does for an abandoned job
+    run_worker()
+    assert fake_wechat.sent == [(OPENID, "echo: once only")]
+    assert len(fake_llm.calls) == 1
+
+
+def test_an_llm_slower_than_the_deadline_is_retried_then_refunded(post, run_worker, fake_wechat, fake_llm,
+                                                                  monkeypatch, store):
+    monkeypatch.setenv("CHATGATE_LLM_TIMEOUT", "0.5")
+    fake_llm.delay(2)
+    post(text_xml(OPENID, "slow one", 9002))
+    run_worker()
+    assert len(fake_llm.calls) == 3
+    assert len(fake_wechat.sent) == 1 and "not used" in fake_wechat.sent[0][1]
+    assert store.find_user("wechat", OPENID)["trial_used"] == 0

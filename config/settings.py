@@ -128,6 +128,15 @@ VARIABLES: tuple[Var, ...] = (
         "WeChat API origin; tests point it at a local fake."),
     Var("WECHAT_HTTP_TIMEOUT", "wechat_http_timeout", _seconds, 10.0,
         "Timeout in seconds for each call to the WeChat API."),
+    Var("FEISHU_APP_ID", "feishu_app_id", str, "", "App ID of the Feishu/Lark custom app (cli_…)."),
+    Var("FEISHU_APP_SECRET", "feishu_app_secret", str, "", "App Secret of the Feishu/Lark app.", secret=True),
+    Var("FEISHU_VERIFICATION_TOKEN", "feishu_verification_token", str, "",
+        "Verification Token from the app's Events and Callbacks page; checked on every event.", secret=True),
+    Var("FEISHU_ENCRYPT_KEY", "feishu_encrypt_key", str, "",
+        "Encrypt Key from the same page (optional): when set, events arrive encrypted and signed, and "
+        "unsigned ones are refused.", secret=True),
+    Var("FEISHU_API_BASE", "feishu_api_base", str, "https://open.feishu.cn",
+        "Feishu API origin; `https://open.larksuite.com` for Lark; tests point it at a local fake."),
     Var("PORT", "port", int, 8000, "Port of the web process (gunicorn)."),
     Var("CHATGATE_HOST", "host", str, "",
         "Address the web process binds; default `0.0.0.0` in production (the webhook must be "
@@ -178,6 +187,11 @@ class Settings:
     wechat_aes_key: str = field(default="", repr=False)
     wechat_api_base: str = "https://api.weixin.qq.com"
     wechat_http_timeout: float = 10.0
+    feishu_app_id: str = ""
+    feishu_app_secret: str = field(default="", repr=False)
+    feishu_verification_token: str = field(default="", repr=False)
+    feishu_encrypt_key: str = field(default="", repr=False)
+    feishu_api_base: str = "https://open.feishu.cn"
     port: int = 8000
     host: str = ""
     web_concurrency: int = 0
@@ -197,6 +211,11 @@ class Settings:
     def wechat_enabled(self) -> bool:
         """The WeChat webhook answers only once its token is set."""
         return bool(self.wechat_token)
+
+    @property
+    def feishu_enabled(self) -> bool:
+        """The Feishu webhook answers once the app and its verification token are set."""
+        return bool(self.feishu_app_id and self.feishu_verification_token)
 
     @property
     def wechat_can_send(self) -> bool:
@@ -284,7 +303,8 @@ def validate(s: Settings) -> None:
         problems.append("WECHAT_APP_ID: required with WECHAT_AES_KEY (the AppID is part of decryption)")
     if s.redis_url and urlsplit(s.redis_url).scheme not in ("redis", "rediss", "unix"):
         problems.append("REDIS_URL: must start with redis://, rediss:// or unix://")
-    for name, value in (("OPENAI_BASE_URL", s.openai_base_url), ("WECHAT_API_BASE", s.wechat_api_base)):
+    for name, value in (("OPENAI_BASE_URL", s.openai_base_url), ("WECHAT_API_BASE", s.wechat_api_base),
+                        ("FEISHU_API_BASE", s.feishu_api_base)):
         if value and urlsplit(value).scheme not in ("http", "https"):
             problems.append(f"{name}: must be an http(s) URL")
     if s.production:
@@ -294,9 +314,16 @@ def validate(s: Settings) -> None:
             problems.append("REDIS_URL: a Redis beyond this machine must have a password in the URL")
         if is_placeholder(s.openai_api_key):
             problems.append("OPENAI_API_KEY: missing or a placeholder")
-        if not s.wechat_token:
-            problems.append("WECHAT_TOKEN: missing (no platform is configured)")
-        else:
+        if not s.wechat_token and not s.feishu_app_id:
+            problems.append("WECHAT_TOKEN or FEISHU_APP_ID: missing (no platform is configured)")
+        if s.feishu_app_id:
+            for name, value in (("FEISHU_APP_ID", s.feishu_app_id), ("FEISHU_APP_SECRET", s.feishu_app_secret),
+                                ("FEISHU_VERIFICATION_TOKEN", s.feishu_verification_token)):
+                if is_placeholder(value):
+                    problems.append(f"{name}: missing or a placeholder")
+            if s.feishu_encrypt_key and is_placeholder(s.feishu_encrypt_key):
+                problems.append("FEISHU_ENCRYPT_KEY: a placeholder")
+        if s.wechat_token:
             for name, value in (("WECHAT_TOKEN", s.wechat_token), ("WECHAT_APP_ID", s.wechat_app_id),
                                 ("WECHAT_APP_SECRET", s.wechat_app_secret)):
                 if is_placeholder(value):

@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import threading
 
-from flask import Flask, Response, abort
+from flask import Flask, Response
 
+from bot.errors import ChatgateError
 from bot.gate import decide, job_facts
 from bot.store import Store
 from config import Settings, load_settings
-from workers.queue import answer_queue, connect, enqueue_answer
+from workers.queue import answer_queue, connect, enqueue_answer, enqueue_notice
 
 log = logging.getLogger("chatgate.web")
 
@@ -27,6 +28,10 @@ def configure_logging(settings: Settings) -> None:
     """One log format for web, worker and CLI; secrets are never passed to the logger."""
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+class QueueUnavailable(ChatgateError):
+    """Redis refused the job; the admission was undone and the platform should retry (503)."""
 
 
 class Runtime:
@@ -47,8 +52,9 @@ class Runtime:
         return store
 
     def admit_and_enqueue(self, msg):
-        """Admission, then the job; if the queue is down the admission is undone and the platform's
-        retry will be admitted afresh (503 makes WeChat and Feishu try again)."""
+        """Admission, then the job; if the queue is down the admission is undone and
+        `QueueUnavailable` raised, so the platform's retry is admitted afresh (the web app answers
+        503, which makes WeChat and Feishu try again)."""
         decision = decide(self.store, msg, self.settings)
         a = decision.admission
         if decision.enqueue:
@@ -58,10 +64,16 @@ class Runtime:
                 self.store.revert_admission(a.delivery_id, f"queue unavailable: {type(exc).__name__}")
                 log.error("%s msg=%s user=u%s: queue unavailable (%s); admission undone",
                           msg.platform, msg.message_key, a.user_id, exc)
-                abort(503)
+                raise QueueUnavailable(str(exc)) from None
         log.info("%s msg=%s user=u%s kind=%s outcome=%s trial_left=%s", msg.platform, msg.message_key,
                  a.user_id, msg.kind, a.outcome, a.trial_left)
         return decision
+
+    def enqueue_notice(self, msg, text: str) -> None:
+        """Send an immediate reply (trial over, text only, a command's answer) through the worker,
+        for platforms that cannot reply inside the webhook's response (Feishu)."""
+        enqueue_notice(self.queue, {"platform": msg.platform, "user": msg.user, "chat": msg.chat,
+                                    "message_key": msg.message_key, "text": text})
 
 
 def create_app(settings: Settings | None = None, **overrides) -> Flask:
@@ -73,14 +85,19 @@ def create_app(settings: Settings | None = None, **overrides) -> Flask:
     runtime = Runtime(settings)
     app.extensions["chatgate"] = runtime
 
-    from handlers import wechat
+    from handlers import feishu, wechat
     app.register_blueprint(wechat.blueprint)
+    app.register_blueprint(feishu.blueprint)
 
     @app.get("/healthz")
     def healthz():
         runtime.redis.ping()
         runtime.store.conn.execute("SELECT 1")
         return {"ok": True}
+
+    @app.errorhandler(QueueUnavailable)
+    def queue_unavailable(exc):
+        return Response("503 the queue is unavailable; please retry\n", status=503, mimetype="text/plain")
 
     @app.errorhandler(403)
     @app.errorhandler(400)

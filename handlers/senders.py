@@ -47,4 +47,11 @@ def sender_for(platform: str, settings: Settings, redis) -> Sender:
         if not settings.production:
             return LogSender(platform)
         raise RuntimeError("WECHAT_APP_ID and WECHAT_APP_SECRET are needed to send WeChat answers")
+    if platform == "feishu":
+        if settings.feishu_app_id and settings.feishu_app_secret:
+            from handlers.feishu import FeishuSender
+            return FeishuSender(settings, redis)
+        if not settings.production:
+            return LogSender(platform)
+        raise RuntimeError("FEISHU_APP_ID and FEISHU_APP_SECRET are needed to send Feishu answers")
     raise ValueError(f"unknown platform {platform!r}")

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-__all__ = ["RecordedRequest", "Response", "RecordingServer", "FakeWeChat", "FakeLLM"]
+__all__ = ["RecordedRequest", "Response", "RecordingServer", "FakeWeChat", "FakeLLM", "FakeFeishu"]
 
 
 @dataclass
@@ -420,3 +420,64 @@ class FakeLLM(RecordingServer):
         if usage is not None:
             yield event([], usage=usage)
         yield b"data: [DONE]\n\n"
+
+
+class FakeFeishu(RecordingServer):
+    """Mimics open.feishu.cn for lark-oapi: tenant tokens, the bot's info and message replies.
+
+    `.replies` holds `(message_id, text, uuid)` for each successful reply, in order.
+    """
+
+    def __init__(self, app_id: str = "cli_test", app_secret: str = "secret", bot_open_id: str = "ou_bot"):
+        super().__init__()
+        self.app_id, self.app_secret, self.bot_open_id = app_id, app_secret, bot_open_id
+        self.token_fetches = 0
+        self.bot_info_calls = 0
+        self._replies: list[tuple[str, str, str]] = []
+        self._fail: tuple[int, int] | None = None
+        self._fail_times: int | None = 0
+
+    def _reset_state(self):
+        self.token_fetches = self.bot_info_calls = 0
+        self._replies.clear()
+        self._fail, self._fail_times = None, 0
+
+    def fail_reply(self, code: int, times: int | None = 1, status: int = 400):
+        """Make the next `times` replies fail with Feishu error `code` (times=None: always)."""
+        with self._cond:
+            self._fail, self._fail_times = (code, status), times
+
+    @property
+    def replies(self) -> list[tuple[str, str, str]]:
+        with self._cond:
+            return list(self._replies)
+
+    def route(self, req: RecordedRequest) -> Response:
+        b = req.body if isinstance(req.body, dict) else {}
+        if req.path == "/open-apis/auth/v3/tenant_access_token/internal" and req.method == "POST":
+            with self._cond:
+                self.token_fetches += 1
+            if (b.get("app_id"), b.get("app_secret")) != (self.app_id, self.app_secret):
+                return Response(200, {"code": 10014, "msg": "app secret invalid"})
+            return Response(200, {"code": 0, "msg": "ok", "tenant_access_token": "t-fake-tenant-token",
+                                   "expire": 7200})
+        if req.headers.get("authorization") != "Bearer t-fake-tenant-token":
+            return Response(400, {"code": 99991663, "msg": "Invalid access token for authorization."})
+        if req.path == "/open-apis/bot/v3/info" and req.method == "GET":
+            with self._cond:
+                self.bot_info_calls += 1
+            return Response(200, {"code": 0, "msg": "ok", "bot": {"activate_status": 2, "app_name": "chatgate",
+                                                                   "open_id": self.bot_open_id}})
+        parts = req.path.split("/")
+        if req.method == "POST" and req.path.startswith("/open-apis/im/v1/messages/") and parts[-1] == "reply":
+            with self._cond:
+                if self._fail is not None and (self._fail_times is None or self._fail_times > 0):
+                    if self._fail_times is not None:
+                        self._fail_times -= 1
+                    code, status = self._fail
+                    return Response(status, {"code": code, "msg": "scripted failure"})
+                text = json.loads(b.get("content") or "{}").get("text", "")
+                self._replies.append((parts[-2], text, b.get("uuid", "")))
+                self._cond.notify_all()
+            return Response(200, {"code": 0, "msg": "success", "data": {"message_id": f"om_r{uuid.uuid4().hex[:8]}"}})
+        return Response(404, {"code": 404, "msg": f"fake: no route {req.method} {req.path}"})

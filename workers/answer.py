@@ -43,12 +43,13 @@ class Context:
 
 
 @lru_cache(maxsize=4)
-def _context_for_pid(pid: int) -> Context:
-    return Context(load_settings())
+def _context_for(pid: int, settings: Settings) -> Context:
+    return Context(settings)
 
 
 def context() -> Context:
-    return _context_for_pid(os.getpid())
+    """This process's context (RQ forks a work-horse per job; connections must not cross a fork)."""
+    return _context_for(os.getpid(), load_settings())
 
 
 def build_messages(settings: Settings, history: list[dict], question: str) -> list[dict]:
@@ -132,3 +133,12 @@ def answer_failed(job, connection, exc_type, exc_value, tb) -> None:
     facts = job.args[0] if job.args else {}
     if "delivery_id" in facts:
         give_up(context(), facts["delivery_id"], f"{exc_type.__name__}: {exc_value}")
+
+
+def notice_job(facts: dict) -> str:
+    """Send a short, already-decided text (trial over, text only, a command's answer)."""
+    ctx = context()
+    ctx.sender(facts["platform"]).send(facts["user"], facts["text"], chat=facts.get("chat", ""),
+                                       message_key=facts.get("message_key", ""))
+    log.info("notice sent to %s msg=%s", facts["platform"], facts.get("message_key"))
+    return "sent"

@@ -11,6 +11,8 @@ from rq.serializers import JSONSerializer
 from config import Settings
 
 ANSWER_JOB = "workers.answer.answer_job"
+NOTICE_JOB = "workers.answer.notice_job"
+NOTICE_RETRIES = (5, 30, 120)
 FAILURE_CALLBACK = "workers.answer.answer_failed"
 FAILED_TTL = 7 * 24 * 3600
 """How long a job that could not be done stays in RQ's failed registry for `chatgate jobs`."""
@@ -44,5 +46,18 @@ def enqueue_answer(queue: Queue, settings: Settings, facts: dict):
         retry=Retry(max=len(delays), interval=delays) if delays else None,
         on_failure=Callback(FAILURE_CALLBACK, timeout=60),
         result_ttl=3600,
+        failure_ttl=FAILED_TTL,
+    )
+
+
+def enqueue_notice(queue: Queue, facts: dict):
+    """Queue a short platform message (not an LLM answer): `facts` has platform, user, chat,
+    message_key and text. Retried on failure; nothing to refund."""
+    return queue.enqueue(
+        NOTICE_JOB, facts,
+        job_id=job_id("notice-" + facts["platform"], facts["message_key"]),
+        job_timeout=60,
+        retry=Retry(max=len(NOTICE_RETRIES), interval=list(NOTICE_RETRIES)),
+        result_ttl=600,
         failure_ttl=FAILED_TTL,
     )

@@ -52,7 +52,7 @@ def up(procfile):
     if not _settings_env_has("REDIS_URL"):
         from bot.embedded_redis import EmbeddedRedis
 
-        data_dir = Path(_settings_value("CHATGATE_DB", "var/chatgate.db")).parent / "redis"
+        data_dir = embedded_redis_dir(_settings_value("CHATGATE_DB", "var/chatgate.db"))
         try:
             redis_proc = EmbeddedRedis(data_dir).start()
         except RuntimeError as exc:
@@ -86,6 +86,11 @@ def up(procfile):
         if redis_proc is not None:
             redis_proc.stop()
     sys.exit(code)
+
+
+def embedded_redis_dir(db_path: str) -> Path:
+    """Where `chatgate up` keeps its embedded Redis: beside the database."""
+    return Path(db_path).parent / "redis"
 
 
 def _settings_env_has(name: str) -> bool:
@@ -132,6 +137,23 @@ def worker(burst, processes):
             burst=burst, with_scheduler=True, logging_level=settings.log_level.upper())
 
 
+@main.command("feishu-connect")
+def feishu_connect():
+    """Receive Feishu/Lark events over lark-oapi's long connection (no public URL needed).
+
+    Feeds the same dispatcher and admission path as the /feishu webhook, so dedupe and quotas behave
+    the same; answers still come from `chatgate worker`. Runs until stopped.
+    """
+    from handlers.app import configure_logging
+    from handlers.feishu import connect_forever
+
+    settings = _settings()
+    if not (settings.feishu_app_id and settings.feishu_app_secret):
+        raise click.ClickException("FEISHU_APP_ID and FEISHU_APP_SECRET are needed for the long connection")
+    configure_logging(settings)
+    connect_forever(settings)
+
+
 @main.command("config")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def show_config(as_json):
@@ -159,6 +181,34 @@ def db_migrate():
     store = Store(settings.db_path, migrate=False)
     applied = store.migrate()
     click.echo(f"applied {', '.join(applied)}" if applied else "the database is up to date")
+
+
+@db.command("backup")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
+def db_backup(file, force):
+    """Copy the database to FILE (mode 600) while the bot runs: one consistent snapshot.
+
+    Uses SQLite's online backup API, so web and worker processes keep writing meanwhile. The copy is
+    a complete database on its own; restore by stopping chatgate and putting it in place of CHATGATE_DB.
+    """
+    from bot.store import Store
+
+    settings = _settings()
+    target = Path(file)
+    if target.exists() and not force:
+        raise click.ClickException(f"{file} exists (use --force to overwrite it)")
+    if target.resolve() == Path(settings.db_path).resolve():
+        raise click.ClickException("FILE is the database itself")
+    store = Store(settings.db_path)
+    try:
+        copy = store.backup(target)
+    finally:
+        store.close()
+    if copy["check"] != "ok":
+        raise click.ClickException(f"the copy in {file} does not check out: {copy['check']}")
+    click.echo(f"backed up {settings.db_path} to {file}: {target.stat().st_size // 1024} KiB, "
+               f"{copy['users']} users, {copy['ledger']} ledger rows, integrity ok")
 
 
 # -- trying it out ----------------------------------------------------------------------------
@@ -217,3 +267,6 @@ def _reply_signature(body: str):
 
     fields = xmltodict.parse(body)["xml"]
     return fields["MsgSignature"], fields["TimeStamp"], fields["Nonce"]
+
+
+import bot.cli_operate  # noqa: E402, F401  registers the operator's commands (users, grant, codes, stats, jobs…)

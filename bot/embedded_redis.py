@@ -34,6 +34,13 @@ class EmbeddedRedis:
     def socket_path(self) -> str:
         return str(self.dir / "redis.sock")
 
+    @classmethod
+    def running_in(cls, data_dir: str | Path) -> str | None:
+        """The URL of an embedded Redis already serving from `data_dir` (as `chatgate up` runs it), or None."""
+        found = cls(data_dir)
+        found.dir = found.data_dir
+        return found.url if found._answers() else None
+
     @property
     def url(self) -> str:
         return f"unix://{self.socket_path}"

@@ -3,6 +3,9 @@
     ChatgateError
     ├── UnknownUser        a user reference that matches nobody
     ├── DeliveryGone       a job for a delivery the store does not hold
+    ├── CodeInvalid        a redemption code that is unknown, used or disabled (the user is not told which)
+    ├── RedeemLimited      too many wrong codes lately; nothing was tried
+    ├── BatchExists        a new batch of codes under a name already taken
     └── AnswerFailed       an answer could not be produced or sent
         ├── TransientFailure   worth another try (timeouts, 5xx, rate limits)
         └── PermanentFailure   trying again will not help (bad key, rejected request)
@@ -19,6 +22,18 @@ class UnknownUser(ChatgateError):
 
 class DeliveryGone(ChatgateError):
     """A job names a delivery that is not in the store."""
+
+
+class CodeInvalid(ChatgateError):
+    """The redemption code is unknown, already used, disabled or malformed."""
+
+
+class RedeemLimited(ChatgateError):
+    """The user sent too many wrong codes within the rate-limit window."""
+
+
+class BatchExists(ChatgateError):
+    """A batch of codes with that name already exists."""
 
 
 class AnswerFailed(ChatgateError):

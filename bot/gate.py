@@ -1,14 +1,15 @@
 """The gate: what to do with one incoming message, before any LLM money is spent.
 
 `decide()` runs admission in the store (one transaction) and says whether the question goes to the
-queue, and which text, if any, the platform should answer at once. It knows nothing about HTTP.
+queue, and which text, if any, the platform should answer at once. In-chat commands are answered
+here, from the store, and never queued or charged. It knows nothing about HTTP.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot import texts
+from bot import commands, texts
 from bot.models import MEDIA, SUBSCRIBE, TEXT, Admission, IncomingMessage
 from bot.store import Store
 from config import Settings
@@ -28,9 +29,13 @@ class Decision:
 
 def decide(store: Store, msg: IncomingMessage, settings: Settings) -> Decision:
     """Admit `msg` and choose the immediate reply. A re-delivery gets no reply and no charge."""
-    admission = store.admit(msg, free_trial=settings.free_trial, charge=msg.kind == TEXT)
+    command = commands.parse(msg.text, settings) if msg.kind == TEXT else None
+    admission = store.admit(msg, free_trial=settings.free_trial, charge=msg.kind == TEXT,
+                            command=command.name if command else None, welcome_days=settings.welcome_days)
     if admission.outcome == "duplicate":
         return Decision(admission)
+    if admission.outcome == "command":
+        return Decision(admission, commands.run(store, command, admission, settings))
     if admission.outcome == "exhausted":
         return Decision(admission, settings.text("trial_over_text"))
     if msg.kind == MEDIA:

@@ -45,10 +45,11 @@ class Admission:
     """What the gate decided about one delivery.
 
     outcome is one of:
-      duplicate  this delivery was seen before; acknowledge and do nothing else
+      duplicate  this delivery was seen before (delivery_id is the first one's); nothing new happens
       trial      one answer was reserved from the free trial; queue the question
       member     the user is a member; queue the question
       exhausted  trial used up and no membership; reply with the trial-over text
+      command    an in-chat command (`me`, `reset`, `redeem`, `help`); answered at once, not charged
       recorded   not a question (event, media); recorded, nothing charged
     """
 

@@ -1,9 +1,12 @@
 """gunicorn settings for the web process, derived from chatgate's settings (PORT, CHATGATE_HOST,
 WEB_CONCURRENCY). Loading them here means a bad or missing setting stops gunicorn at start-up.
 
-Sync workers: the webhook does milliseconds of local work per request (verify, decrypt, SQLite,
-enqueue) and never waits on the network, so one request per process at a time keeps latency flat;
-2 × cores + 1 processes keep both cores busy while one waits on a disk or Redis round trip.
+gevent workers: a WeChat post may be held for up to 4.5 s waiting for its answer (a blocking wait
+on Redis), and on launch night thousands of them can be waiting at once. A held request costs a
+greenlet, not a process or a thread, so each worker holds up to `worker_connections` of them while
+it keeps admitting new messages in the same milliseconds as before. The CPU work per message is
+short and never yields inside a SQLite transaction, so one store connection per process is safe.
+2 × cores + 1 processes keep both cores busy.
 """
 
 import multiprocessing
@@ -14,8 +17,9 @@ _settings = load_settings()
 
 bind = [f"{_settings.bind_host}:{_settings.port}"]
 workers = _settings.web_concurrency or multiprocessing.cpu_count() * 2 + 1
-worker_class = "sync"
-preload_app = True
+worker_class = "gevent"
+worker_connections = 1000
+preload_app = False  # gevent patches the standard library when each worker starts; import the app after
 timeout = 30
 graceful_timeout = 20
 keepalive = 5

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -77,6 +78,40 @@ def _env(raw: str) -> str:
     return value
 
 
+def _timezone(raw: str) -> str:
+    """An IANA time zone name such as `Asia/Shanghai` or `UTC`."""
+    name = raw.strip()
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Asia/Shanghai or UTC)") from None
+    return name
+
+
+def _words(raw: str) -> tuple[str, ...]:
+    """Comma-separated command words, e.g. `我的,me`; each a single word (no spaces)."""
+    words = tuple(w.strip() for w in raw.split(",") if w.strip())
+    if not words:
+        raise ValueError("expected at least one word")
+    if any(len(w.split()) > 1 for w in words):
+        raise ValueError("a command word must not contain spaces")
+    return words
+
+
+def _reply_mode(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("push", "passive", "auto"):
+        raise ValueError("expected push, passive or auto")
+    return value
+
+
+def _reply_wait(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value <= 4.8:
+        raise ValueError("must be between 0 and 4.8 seconds (WeChat gives up at 5)")
+    return value
+
+
 def _text(raw: str) -> str:
     # `.env` files cannot hold a literal newline easily; allow "\n" in texts.
     return raw.replace("\\n", "\n")
@@ -116,6 +151,20 @@ VARIABLES: tuple[Var, ...] = (
     Var("CHATGATE_TRIAL_OVER_TEXT", "trial_over_text", _text,
         "Your {free_trial} free answers are used up. Become a member to keep asking.",
         "Reply when the trial is used up and the user is not a member; put your purchase link here."),
+    Var("CHATGATE_WELCOME_DAYS", "welcome_days", _positive_int, 0,
+        "Days of membership a new user gets at first contact (on top of the trial); 0 for none."),
+    Var("CHATGATE_TIMEZONE", "timezone", _timezone, "Asia/Shanghai",
+        "Time zone of the dates users and the operator see (membership expiry, `chatgate stats` days)."),
+    Var("CHATGATE_COMMAND_ME", "command_me", _words, ("我的", "me"),
+        "Words (comma-separated) that make the bot reply with the user's id, free answers left and "
+        "membership expiry. A message must be exactly one of them; otherwise it is a question."),
+    Var("CHATGATE_COMMAND_RESET", "command_reset", _words, ("重置", "reset"),
+        "Words that start a new conversation (earlier turns no longer go to the model)."),
+    Var("CHATGATE_COMMAND_REDEEM", "command_redeem", _words, ("兑换", "兑换码", "redeem"),
+        "Words that, followed by a code (`兑换 ABCD-EFGH-JKMN-PQRS`), redeem a membership code (a message "
+        "that is only a code, as printed, redeems it too)."),
+    Var("CHATGATE_COMMAND_HELP", "command_help", _words, ("帮助", "help"),
+        "Words that make the bot list its commands."),
     Var("WECHAT_TOKEN", "wechat_token", str, "",
         "Token from the official account's server settings (3–32 letters and digits).", secret=True),
     Var("WECHAT_APP_ID", "wechat_app_id", str, "", "AppID of the official account."),
@@ -126,6 +175,21 @@ VARIABLES: tuple[Var, ...] = (
         "accepted and passive replies are encrypted.", secret=True),
     Var("WECHAT_API_BASE", "wechat_api_base", str, "https://api.weixin.qq.com",
         "WeChat API origin; tests point it at a local fake."),
+    Var("WECHAT_REPLY_MODE", "wechat_reply_mode", _reply_mode, "auto",
+        "How answers reach WeChat users: `push` (customer-service API; verified accounts), `passive` "
+        "(only inside the webhook's reply: unverified subscription accounts), or `auto` (default: "
+        "passive when the answer is ready in time, else push; passive for good after a 48001)."),
+    Var("WECHAT_REPLY_WAIT", "wechat_reply_wait", _reply_wait, 4.5,
+        "Seconds each WeChat post waits for its answer before WeChat's 5 s cut-off (0: never wait)."),
+    Var("WECHAT_CONTINUE_WORD", "wechat_continue_word", str, "继续",
+        "The word a user sends to fetch a pending answer or its next page."),
+    Var("WECHAT_PENDING_TEXT", "wechat_pending_text", _text,
+        "正在思考，请稍后回复“{continue}”获取回答。(Still thinking: send {continue} in a moment to get the answer.)",
+        "Sent when the answer is not ready after WeChat's last retry and it cannot be pushed."),
+    Var("WECHAT_MORE_TEXT", "wechat_more_text", _text, "（回复“{continue}”查看更多 / send {continue} for more）",
+        "Appended when more of an answer is waiting."),
+    Var("WECHAT_PENDING_TTL", "wechat_pending_ttl", _positive_int, 172800,
+        "Seconds an undelivered answer waits to be fetched; unfetched, it is refunded."),
     Var("WECHAT_HTTP_TIMEOUT", "wechat_http_timeout", _seconds, 10.0,
         "Timeout in seconds for each call to the WeChat API."),
     Var("FEISHU_APP_ID", "feishu_app_id", str, "", "App ID of the Feishu/Lark custom app (cli_…)."),
@@ -181,11 +245,23 @@ class Settings:
     free_trial: int = 10
     welcome_text: str = ""
     trial_over_text: str = ""
+    welcome_days: int = 0
+    timezone: str = "Asia/Shanghai"
+    command_me: tuple[str, ...] = ("我的", "me")
+    command_reset: tuple[str, ...] = ("重置", "reset")
+    command_redeem: tuple[str, ...] = ("兑换", "兑换码", "redeem")
+    command_help: tuple[str, ...] = ("帮助", "help")
     wechat_token: str = field(default="", repr=False)
     wechat_app_id: str = ""
     wechat_app_secret: str = field(default="", repr=False)
     wechat_aes_key: str = field(default="", repr=False)
     wechat_api_base: str = "https://api.weixin.qq.com"
+    wechat_reply_mode: str = "auto"
+    wechat_reply_wait: float = 4.5
+    wechat_continue_word: str = "继续"
+    wechat_pending_text: str = ""
+    wechat_more_text: str = ""
+    wechat_pending_ttl: int = 172800
     wechat_http_timeout: float = 10.0
     feishu_app_id: str = ""
     feishu_app_secret: str = field(default="", repr=False)
@@ -230,9 +306,21 @@ class Settings:
     def job_timeout(self) -> int:
         return int(self.llm_timeout) + 30
 
+    @property
+    def tz(self) -> zoneinfo.ZoneInfo:
+        """The time zone dates are shown in."""
+        return zoneinfo.ZoneInfo(self.timezone)
+
+    @property
+    def command_words(self) -> dict[str, tuple[str, ...]]:
+        """Each in-chat command's name and the words that call it."""
+        return {"me": self.command_me, "reset": self.command_reset, "redeem": self.command_redeem,
+                "help": self.command_help}
+
     def text(self, name: str) -> str:
-        """A user-facing text with `{free_trial}` filled in."""
-        return getattr(self, name).replace("{free_trial}", str(self.free_trial))
+        """A user-facing text with `{free_trial}` and `{welcome_days}` filled in."""
+        return (getattr(self, name).replace("{free_trial}", str(self.free_trial))
+                .replace("{welcome_days}", str(self.welcome_days)))
 
     def redacted(self) -> dict[str, str]:
         """Every setting as the operator may see it: secrets shown only as set / unset."""
@@ -241,6 +329,8 @@ class Settings:
             value = getattr(self, var.attr)
             if var.secret:
                 out[var.name] = "(set)" if value else "(unset)"
+            elif isinstance(value, tuple):
+                out[var.name] = ",".join(str(v) for v in value)
             else:
                 out[var.name] = str(value)
         return out
@@ -307,6 +397,13 @@ def validate(s: Settings) -> None:
                         ("FEISHU_API_BASE", s.feishu_api_base)):
         if value and urlsplit(value).scheme not in ("http", "https"):
             problems.append(f"{name}: must be an http(s) URL")
+    seen: dict[str, str] = {}
+    for command, words in s.command_words.items():
+        for word in words:
+            other = seen.setdefault(word.casefold(), command)
+            if other != command:
+                problems.append(f"CHATGATE_COMMAND_{command.upper()}: {word!r} is already a word of "
+                                f"CHATGATE_COMMAND_{other.upper()}")
     if s.production:
         if not s.redis_url:
             problems.append("REDIS_URL: required in production (or start everything with `chatgate up`)")

@@ -1,0 +1,37 @@
+"""The SQLite store: the only package that holds the database and speaks SQL.
+
+WAL mode, `synchronous=NORMAL`, a 30-second busy timeout; web processes, workers and the CLI share
+the file. Schema changes are numbered migrations (`schema.py`, sqlite-utils' `Migrations`), applied on
+start-up under a file lock so that processes starting together do not race. `Store` is one object
+made of parts, one module each: `base` (connection, transactions, backup), `conversations`
+(admission, the worker's side, history), `entitlements` (memberships, trial, codes) and `reports`.
+
+Tables:
+  users            one row per platform user: trial size and use, membership expiry
+  deliveries       one row per platform delivery (unique on platform + message key): the dedupe
+                   record and the life of a question (queued → answered → delivered, or failed /
+                   refused); in-chat commands are recorded ones, named in `command`
+  messages         the conversation turns that become LLM history (a `reset` command hides older ones)
+  ledger           append-only: every change to a user's entitlement, with who, why and when
+  codes            redemption codes, as sha256 hashes only: batch, days, used by whom and when
+  redeem_failures  wrong codes per user, for the rate limit
+"""
+
+from __future__ import annotations
+
+from bot.store.base import BUSY_TIMEOUT_S, DAY_S, StoreBase
+from bot.store.conversations import Conversations
+from bot.store.entitlements import Entitlements
+from bot.store.reports import Reports
+from bot.store.schema import migrations
+
+__all__ = ["BUSY_TIMEOUT_S", "DAY_S", "Store", "migrations"]
+
+
+class Store(Conversations, Entitlements, Reports, StoreBase):
+    """All reads and writes of chatgate's durable state.
+
+    Open one per process after any fork (`Store(path)`); the web app opens one per thread. Writes
+    are short `BEGIN IMMEDIATE` transactions; money-like changes are conditional updates whose row
+    count is checked, never a read followed by a write.
+    """

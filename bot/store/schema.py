@@ -1,0 +1,110 @@
+"""The schema, as numbered migrations (sqlite-utils' `Migrations`), applied in order and once.
+
+A migration never changes once released; a change to the schema is a new migration. Each runs in
+one transaction with the record of it having been applied (statements one by one: `executescript`
+would commit half-way).
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("chatgate")
+
+
+@migrations(name="0001_initial")
+def _m0001(db: Database) -> None:
+    db.executescript("""
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        platform TEXT NOT NULL,
+        external_id TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        last_seen_at REAL NOT NULL,
+        trial_limit INTEGER NOT NULL,
+        trial_used INTEGER NOT NULL DEFAULT 0 CHECK (trial_used >= 0),
+        member_until REAL,
+        unsubscribed_at REAL,
+        UNIQUE (platform, external_id)
+    );
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY,
+        platform TEXT NOT NULL,
+        message_key TEXT NOT NULL,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        kind TEXT NOT NULL,
+        chat TEXT NOT NULL DEFAULT '',
+        question TEXT NOT NULL DEFAULT '',
+        received_at REAL NOT NULL,
+        status TEXT NOT NULL,
+        charge TEXT NOT NULL,
+        answer TEXT,
+        parts_sent INTEGER NOT NULL DEFAULT 0,
+        finished_at REAL,
+        error TEXT,
+        UNIQUE (platform, message_key)
+    );
+    CREATE INDEX deliveries_user ON deliveries (user_id, id);
+    CREATE INDEX deliveries_received ON deliveries (received_at);
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        chat TEXT NOT NULL DEFAULT '',
+        role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+        content TEXT NOT NULL,
+        delivery_id INTEGER REFERENCES deliveries(id),
+        at REAL NOT NULL
+    );
+    CREATE INDEX messages_conversation ON messages (user_id, chat, id);
+    CREATE TABLE ledger (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        answers INTEGER NOT NULL DEFAULT 0,
+        member_until REAL,
+        delivery_id INTEGER REFERENCES deliveries(id),
+        actor TEXT NOT NULL,
+        note TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX ledger_user ON ledger (user_id, id);
+    CREATE TRIGGER ledger_append_only_update BEFORE UPDATE ON ledger
+        BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+    CREATE TRIGGER ledger_append_only_delete BEFORE DELETE ON ledger
+        BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+    """)
+
+
+@migrations(name="0002_memberships_codes_commands")
+def _m0002(db: Database) -> None:
+    for statement in (
+        # In-chat commands are recorded deliveries; `reset` ones mark where a conversation restarts.
+        "ALTER TABLE deliveries ADD COLUMN command TEXT",
+        "CREATE INDEX deliveries_resets ON deliveries (user_id, chat, id) WHERE command = 'reset'",
+        # Membership days a ledger row added (grants, redemptions), beside the expiry it led to.
+        "ALTER TABLE ledger ADD COLUMN days INTEGER",
+        "CREATE INDEX users_created ON users (created_at)",
+        """CREATE TABLE codes (
+            id INTEGER PRIMARY KEY,
+            hash TEXT NOT NULL UNIQUE,
+            batch TEXT NOT NULL,
+            days INTEGER NOT NULL CHECK (days > 0),
+            created_at REAL NOT NULL,
+            created_by TEXT NOT NULL,
+            note TEXT NOT NULL DEFAULT '',
+            used_by INTEGER REFERENCES users(id),
+            used_at REAL,
+            disabled_at REAL
+        )""",
+        "CREATE INDEX codes_batch ON codes (batch, id)",
+        "CREATE INDEX codes_used ON codes (used_at) WHERE used_at IS NOT NULL",
+        # Wrong redemption codes, per user: the rate limit counts them (kept for the operator too).
+        """CREATE TABLE redeem_failures (
+            id INTEGER PRIMARY KEY,
+            user_id INTEGER NOT NULL REFERENCES users(id),
+            at REAL NOT NULL
+        )""",
+        "CREATE INDEX redeem_failures_user ON redeem_failures (user_id, at)",
+    ):
+        db.execute(statement)

@@ -34,12 +34,26 @@ class QueueUnavailable(ChatgateError):
     """Redis refused the job; the admission was undone and the platform should retry (503)."""
 
 
+def _thread_local():
+    """A thread-local that stays per OS thread under gevent (whose patched `threading.local` is per
+    greenlet: that would open a SQLite connection per request). SQLite calls never yield to gevent,
+    so greenlets of one thread can share one connection."""
+    try:
+        from gevent import monkey
+
+        if monkey.is_module_patched("threading"):
+            return monkey.get_original("threading", "local")()
+    except ImportError:
+        pass
+    return threading.local()
+
+
 class Runtime:
     """The per-process pieces the views share: settings, a store per thread, Redis and the queue."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self._local = threading.local()
+        self._local = _thread_local()
         self.redis = connect(settings)
         self.queue = answer_queue(settings, self.redis)
         Store(settings.db_path).close()  # create the file and apply migrations once, up front

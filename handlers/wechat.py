@@ -12,6 +12,7 @@ Outbound: `WeChatSender` sends text through `message/custom/send` with wechatpy,
 from __future__ import annotations
 
 import logging
+import time
 
 import requests
 from flask import Blueprint, Response, abort, current_app, request
@@ -33,6 +34,8 @@ log = logging.getLogger("chatgate.wechat")
 PLATFORM = "wechat"
 TEXT_LIMIT_BYTES = 2000
 """WeChat caps a text message at about 2048 UTF-8 bytes; keep a margin."""
+PAGE_BYTES = TEXT_LIMIT_BYTES - 160
+"""An answer's page leaves room for the 'send 继续 for more' hint."""
 PUSH_BUDGET = 5
 """Customer-service messages allowed per user message (45047 past that)."""
 TOKEN_ERRORS = frozenset({40001, 40014, 42001})
@@ -186,17 +189,178 @@ class SharedTokenClient(WeChatClient):
             return result
 
 
+class WeChatRefused(PermanentFailure):
+    """WeChat refused a customer-service message for a reason retrying will not cure; `errcode` says which."""
+
+    def __init__(self, errcode: int, detail: str):
+        super().__init__(detail)
+        self.errcode = errcode
+
+
+KEEP_PENDING = frozenset({45015, 45047, 48001})
+"""Refusals after which the answer waits for the user's next message instead of being lost."""
+
+
+class Mailbox:
+    """Answers on their way to WeChat users, shared by every web and worker process through Redis.
+
+    Keys (under `chatgate:wechat:<appid>:`):
+      pages:<d>       the answer's pages not yet delivered; LPOP is the atomic claim: whoever pops
+                      a page (a held webhook, `继续`, or the worker's push) delivers it, once
+      pending:<user>  delivery ids with pages left, oldest first
+      ready:<d>       wakes webhooks holding delivery d when its answer is stored
+      holding:<d>     set while a webhook holds delivery d (the worker then leaves it the answer)
+      tries:<msgid>   how many times WeChat has posted this message
+      nopush          the account answered 48001: it has no customer-service API
+    """
+
+    def __init__(self, redis, app_id: str, ttl: int):
+        self.redis = redis
+        self.prefix = f"chatgate:wechat:{app_id}:"
+        self.ttl = ttl
+
+    def _k(self, *parts) -> str:
+        return self.prefix + ":".join(str(p) for p in parts)
+
+    def put(self, user: str, delivery_id: int, pages: list[str]) -> bool:
+        """Make an answer available (once: False if a re-run job already put it) and wake holders."""
+        if not self.redis.set(self._k("put", delivery_id), 1, nx=True, ex=self.ttl):
+            return False
+        p = self.redis.pipeline()
+        p.rpush(self._k("pages", delivery_id), *pages)
+        p.expire(self._k("pages", delivery_id), self.ttl)
+        p.rpush(self._k("pending", user), delivery_id)
+        p.expire(self._k("pending", user), self.ttl)
+        p.lpush(self._k("ready", delivery_id), 1)
+        p.expire(self._k("ready", delivery_id), 60)
+        p.execute()
+        return True
+
+    def take(self, delivery_id: int, count: int = 1) -> tuple[list[str], int]:
+        """Claim up to `count` pages of an answer: (the pages, how many are left)."""
+        p = self.redis.pipeline()
+        p.lpop(self._k("pages", delivery_id), count)
+        p.llen(self._k("pages", delivery_id))
+        pages, left = p.execute()
+        return [x.decode() for x in pages or []], left
+
+    def give_back(self, delivery_id: int, pages: list[str]) -> None:
+        """Return claimed pages that could not be delivered, in order, to the front."""
+        if pages:
+            self.redis.lpush(self._k("pages", delivery_id), *reversed(pages))
+            self.redis.expire(self._k("pages", delivery_id), self.ttl)
+
+    def forget(self, user: str, delivery_id: int) -> None:
+        self.redis.lrem(self._k("pending", user), 0, delivery_id)
+        self.redis.delete(self._k("pages", delivery_id))
+
+    def pending(self, user: str) -> list[int]:
+        """Deliveries of this user with pages left, oldest first."""
+        return [int(x) for x in self.redis.lrange(self._k("pending", user), 0, -1)]
+
+    def has_pages(self, delivery_id: int) -> bool:
+        return bool(self.redis.exists(self._k("pages", delivery_id)))
+
+    def wait_ready(self, delivery_id: int, timeout: float) -> bool:
+        """Block (on Redis, not in a sleep loop) until the answer is stored or `timeout` passes."""
+        if self.has_pages(delivery_id):
+            return True
+        if timeout <= 0.01:
+            return False
+        got = self.redis.blpop([self._k("ready", delivery_id)], timeout=timeout)
+        if got is None:
+            return False
+        self.redis.lpush(self._k("ready", delivery_id), 1)  # pass the wake-up on to any other holder
+        return True
+
+    def hold(self, delivery_id: int, seconds: float) -> None:
+        self.redis.set(self._k("holding", delivery_id), 1, px=max(int(seconds * 1000), 1))
+
+    def release(self, delivery_id: int) -> None:
+        self.redis.delete(self._k("holding", delivery_id))
+
+    def held(self, delivery_id: int) -> bool:
+        return bool(self.redis.exists(self._k("holding", delivery_id)))
+
+    def count_try(self, message_key: str) -> int:
+        """This is WeChat's n-th post of the message (1, 2, 3)."""
+        p = self.redis.pipeline()
+        p.incr(self._k("tries", message_key))
+        p.expire(self._k("tries", message_key), 120)
+        return p.execute()[0]
+
+    def push_refused(self) -> bool:
+        return bool(self.redis.exists(self._k("nopush")))
+
+    def refuse_push(self) -> None:
+        """Remember (30 days) that this account may not use the customer-service API."""
+        self.redis.set(self._k("nopush"), 1, ex=30 * 86400)
+
+
+def mailbox_for(settings: Settings, redis) -> Mailbox:
+    return Mailbox(redis, settings.wechat_app_id or "dev", settings.wechat_pending_ttl)
+
+
 class WeChatSender:
-    """Sends answers through the customer-service API (`message/custom/send`)."""
+    """Sends texts through the customer-service API (`message/custom/send`) and delivers answers
+    through the mailbox: to a webhook still holding the question, by push, or on the next message."""
 
     platform = PLATFORM
     max_parts = PUSH_BUDGET
 
     def __init__(self, settings: Settings, redis):
+        self.settings = settings
         self.client = SharedTokenClient(settings, redis)
+        self.mailbox = mailbox_for(settings, redis)
 
     def split(self, text: str) -> list[str]:
         return split_text(text)
+
+    def may_push(self) -> bool:
+        mode = self.settings.wechat_reply_mode
+        return mode == "push" or (mode == "auto" and not self.mailbox.push_refused())
+
+    def deliver(self, store, d: dict) -> str:
+        """Deliver a stored answer exactly once; returns 'delivered' or 'pending'.
+
+        The answer goes into the mailbox first. A webhook holding the question takes it as the
+        passive reply; otherwise, where pushing is allowed, the worker pushes the pages (up to the
+        per-message budget). Pages nobody took stay pending for `继续` or the user's next message.
+        """
+        user, delivery_id = d["user_external_id"], d["id"]
+        self.mailbox.put(user, delivery_id, split_text(d["answer"], PAGE_BYTES))
+        if not self.may_push():
+            return "pending"
+        deadline = time.monotonic() + HANDOFF_S
+        while self.mailbox.held(delivery_id) and time.monotonic() < deadline:
+            time.sleep(0.05)  # a held webhook claims a ready answer within milliseconds
+        for _ in range(PUSH_BUDGET):
+            pages, left = self.mailbox.take(delivery_id)
+            if not pages:
+                break
+            try:
+                self.send(user, pages[0])
+            except WeChatRefused as exc:
+                self.mailbox.give_back(delivery_id, pages)
+                if exc.errcode == 48001 and self.settings.wechat_reply_mode == "auto":
+                    self.mailbox.refuse_push()
+                    log.warning("WeChat 48001: this account cannot push; switching to passive replies")
+                if exc.errcode in KEEP_PENDING:
+                    log.info("delivery %s kept for the user's next message (%s)", delivery_id, exc)
+                    return "pending"
+                raise
+            except TransientFailure:
+                self.mailbox.give_back(delivery_id, pages)
+                raise
+            store.add_parts_sent(delivery_id, 1)
+            if left == 0:
+                finish(store, self.mailbox, user, delivery_id)
+                return "delivered"
+        return "pending" if self.mailbox.has_pages(delivery_id) else "delivered"
+
+    def leave(self, user: str, text: str) -> None:
+        """A note for a user we cannot push to: it goes out with their next message's reply."""
+        self.mailbox.put(user, -int(time.time() * 1000), [text])
 
     def send(self, user: str, text: str, *, chat: str = "", message_key: str = "") -> None:
         """Send one text; refresh the token and try once more on 40001/40014/42001."""
@@ -213,10 +377,17 @@ class WeChatSender:
         except WeChatClientException as exc:
             detail = f"WeChat error {exc.errcode}: {exc.errmsg}"
             if exc.errcode in PERMANENT_ERRORS:
-                raise PermanentFailure(detail) from None
+                raise WeChatRefused(exc.errcode, detail) from None
             raise TransientFailure(detail) from None
         except requests.RequestException as exc:  # connection errors and timeouts
             raise TransientFailure(f"WeChat API unreachable: {type(exc).__name__}") from None
+
+
+def finish(store, mailbox: Mailbox, user: str, delivery_id: int) -> None:
+    """The last page of an answer went out: it is delivered."""
+    mailbox.forget(user, delivery_id)
+    if delivery_id > 0:
+        store.mark_delivered(delivery_id)
 
 
 # -- the webhook ------------------------------------------------------------------------------
@@ -225,6 +396,12 @@ blueprint = Blueprint("wechat", __name__)
 
 ACK = "success"
 """WeChat's 'received, no passive reply' answer."""
+WECHAT_GIVES_UP_S = 5.5
+"""A delivery that must be retried is kept open until WeChat has given up on it."""
+DELIVERIES = 3
+"""WeChat posts a message at most three times."""
+HANDOFF_S = 1.0
+"""How long the worker leaves a ready answer to a webhook holding the question before pushing it."""
 
 
 def _inbound() -> WeChatInbound:
@@ -245,10 +422,122 @@ def verify():
 
 @blueprint.post("/wechat")
 def receive():
-    """One message or event: verify, decrypt, parse, admit, enqueue; ack or reply at once."""
+    """One message or event: verify, decrypt, parse, admit, enqueue; then reply with what is ready."""
+    started = time.monotonic()
     inbound = _inbound()
+    runtime = current_app.extensions["chatgate"]
     msg, raw = inbound.parse(request.args, request.get_data(cache=False))
-    decision = current_app.extensions["chatgate"].admit_and_enqueue(msg)
-    if decision.reply is None:
+    mailbox = mailbox_for(runtime.settings, runtime.redis)
+    text = Passive(runtime, mailbox, msg, started).respond()
+    if text is None:
         return Response(ACK, mimetype="text/plain")
-    return Response(inbound.render_reply(raw, decision.reply, request.args), mimetype="application/xml")
+    return Response(inbound.render_reply(raw, text, request.args), mimetype="application/xml")
+
+
+class Passive:
+    """What one delivery of a message answers within WeChat's 5-second window.
+
+    A question is admitted (or recognised as a re-delivery) and then held for up to 4.5 s on a
+    Redis blocking wait for its answer. The passive reply carries, in order, a page of an earlier
+    answer still pending for this user and the page of this one. Not ready on the first or second
+    post: stay silent past WeChat's cut-off so that it posts again. Not ready on the third: an
+    empty ack where the worker may push, else a note that `继续` will fetch the answer.
+    """
+
+    def __init__(self, runtime, mailbox: Mailbox, msg: IncomingMessage, started: float):
+        self.runtime, self.mailbox, self.msg, self.started = runtime, mailbox, msg, started
+        self.settings = runtime.settings
+        self.store = runtime.store
+
+    def respond(self) -> str | None:
+        msg = self.msg
+        if msg.kind == TEXT and msg.text.strip() == self.settings.wechat_continue_word \
+                and self.mailbox.pending(msg.user):
+            return self._fetch()
+        decision = self.runtime.admit_and_enqueue(msg)
+        a = decision.admission
+        if decision.reply is not None:
+            return decision.reply
+        own = a.delivery_id if decision.enqueue else None
+        if a.outcome == "duplicate" and a.delivery_id and self._open(a.delivery_id):
+            own = a.delivery_id
+        if own is None:
+            return None
+        tries = self.mailbox.count_try(msg.message_key)
+        earlier = self._take_earlier(exclude=own)
+        page = self._wait_for(own)
+        if earlier and page:
+            return self._reply([earlier, page])
+        if page:
+            return self._reply([page])
+        if earlier:  # this delivery ends here: say that the new answer is on its way
+            return self._reply([earlier], coming=not self._may_push())
+        if tries < DELIVERIES and self.settings.wechat_reply_wait > 0:
+            # Not ready: stay silent past WeChat's cut-off so that it posts the message again.
+            time.sleep(max(0.0, self.started + WECHAT_GIVES_UP_S - time.monotonic()))
+            return None
+        if self._may_push():
+            return None  # the worker pushes the answer when it is ready
+        return self._word(self.settings.wechat_pending_text)
+
+    def _word(self, text: str) -> str:
+        return text.replace("{continue}", self.settings.wechat_continue_word)
+
+    def _open(self, delivery_id: int) -> bool:
+        """A re-delivered question is worth holding while its answer is not yet out."""
+        d = self.store.delivery(delivery_id)
+        return d is not None and d["status"] in ("queued", "answered")
+
+    def _may_push(self) -> bool:
+        mode = self.settings.wechat_reply_mode
+        return mode == "push" or (mode == "auto" and not self.mailbox.push_refused())
+
+    def _wait_for(self, delivery_id: int) -> tuple | None:
+        remaining = self.started + self.settings.wechat_reply_wait - time.monotonic()
+        self.mailbox.hold(delivery_id, max(remaining, 0) + HANDOFF_S)
+        try:
+            if not self.mailbox.wait_ready(delivery_id, remaining):
+                return None
+            return self._take(delivery_id)
+        finally:
+            self.mailbox.release(delivery_id)
+
+    def _take(self, delivery_id: int) -> tuple | None:
+        pages, left = self.mailbox.take(delivery_id)
+        return (delivery_id, pages[0], left) if pages else None
+
+    def _take_earlier(self, exclude: int) -> tuple | None:
+        for delivery_id in self.mailbox.pending(self.msg.user):
+            if delivery_id != exclude:
+                taken = self._take(delivery_id)
+                if taken:
+                    return taken
+        return None
+
+    def _fetch(self) -> str | None:
+        """`继续`: the next page of the oldest pending answer; the word itself is not a question."""
+        fetch = IncomingMessage(self.msg.platform, self.msg.user, self.msg.message_key, OTHER, detail="fetch")
+        if self.runtime.admit_and_enqueue(fetch).admission.outcome == "duplicate":
+            return None
+        taken = self._take_earlier(exclude=0)
+        return self._reply([taken]) if taken else None
+
+    def _reply(self, taken: list[tuple], coming: bool = False) -> str:
+        """Join the claimed pages that fit into one passive reply; give the rest back; settle."""
+        text, used = "", []
+        for item in taken:
+            joined = item[1] if not text else text + "\n\n" + item[1]
+            if len(joined.encode()) <= TEXT_LIMIT_BYTES:
+                text, used = joined, used + [item]
+            else:
+                self.mailbox.give_back(item[0], [item[1]])
+        for delivery_id, _, left in used:
+            if delivery_id > 0:
+                self.store.add_parts_sent(delivery_id, 1)
+            if left == 0:
+                finish(self.store, self.mailbox, self.msg.user, delivery_id)
+        extra = self.settings.wechat_pending_text if coming else (
+            self.settings.wechat_more_text if self.mailbox.pending(self.msg.user) else "")
+        if extra and len((text + "\n\n" + self._word(extra)).encode()) <= TEXT_LIMIT_BYTES:
+            text += "\n\n" + self._word(extra)
+        return text

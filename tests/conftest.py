@@ -74,6 +74,7 @@ def env(tmp_path, monkeypatch, redis_url, fake_wechat, fake_llm):
         "WECHAT_AES_KEY": wechat_sim.AES_KEY,
         "WECHAT_API_BASE": fake_wechat.url,
         "WECHAT_HTTP_TIMEOUT": "5",
+        "WECHAT_REPLY_WAIT": "0",  # answers go out by push; tests/test_wechat_delivery.py drives the wait
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)

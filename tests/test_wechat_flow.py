@@ -144,14 +144,29 @@ def test_a_long_answer_goes_out_in_parts_within_the_text_limit(post, run_worker,
     assert "".join(parts) == answer
 
 
-def test_an_answer_beyond_the_message_budget_is_cut_with_a_note(post, run_worker, fake_wechat, fake_llm):
-    fake_llm.set_answer("字" * 6000)  # 18,000 bytes: more than five messages
+def test_an_answer_beyond_the_push_budget_sends_five_pages_and_keeps_the_rest_for_continue(
+        post, run_worker, fake_wechat, fake_llm, store):
+    from config import load_settings
+
+    more = load_settings().wechat_more_text.replace("{continue}", "继续")
+    answer = "".join(chr(0x4E00 + i % 500) for i in range(6000))  # 18,000 bytes: ten pages
+    fake_llm.set_answer(answer)
     post(text_xml(OPENID, "write even more", 5002))
     run_worker()
-    parts = [content for _, content in fake_wechat.sent]
-    assert len(parts) == 5
-    assert all(len(p.encode()) <= 2048 for p in parts)
-    assert parts[-1].endswith("answer cut short: it was longer than WeChat allows)")
+    pushed = [content for _, content in fake_wechat.sent]
+    assert len(pushed) == 5
+    assert all(len(p.encode()) <= 2048 for p in pushed)
+    fetched = []
+    for i in range(5):
+        reply = wechat_sim.read_reply(post(text_xml(OPENID, "继续", 5100 + i)).get_data(as_text=True))["Content"]
+        fetched.append(reply.removesuffix("\n\n" + more))
+        assert reply.endswith(more) == (i < 4)
+    assert "".join(pushed + fetched) == answer
+    user = store.find_user("wechat", OPENID)
+    assert user["trial_used"] == 1  # 继续 is not a question
+    assert store.deliveries(user["id"])[0]["status"] == "delivered"
+    assert store.deliveries(user["id"])[0]["parts_sent"] == 10
+    assert post(text_xml(OPENID, "继续", 5200)).get_data(as_text=True) == "success"  # now a question again
 
 
 def test_voice_with_recognition_is_a_question(post, run_worker, fake_wechat):
@@ -267,3 +282,24 @@ def test_an_llm_slower_than_the_deadline_is_retried_then_refunded(post, run_work
     assert len(fake_llm.calls) == 3
     assert len(fake_wechat.sent) == 1 and "not used" in fake_wechat.sent[0][1]
     assert store.find_user("wechat", OPENID)["trial_used"] == 0
+
+
+def test_a_pending_answer_nobody_fetches_is_refunded(post, run_worker, fake_wechat, monkeypatch, redis_url, store):
+    import time
+
+    from redis import Redis
+    from rq import Worker
+    from rq.serializers import JSONSerializer
+
+    monkeypatch.setenv("WECHAT_REPLY_MODE", "passive")
+    monkeypatch.setenv("WECHAT_PENDING_TTL", "1")
+    post(text_xml(OPENID, "never fetched", 9101))
+    run_worker()
+    user = store.find_user("wechat", OPENID)
+    assert store.deliveries(user["id"])[0]["status"] == "answered" and fake_wechat.sent == []
+    time.sleep(1.2)
+    Worker(["chatgate"], connection=Redis.from_url(redis_url), serializer=JSONSerializer).work(
+        burst=True, with_scheduler=True)  # the scheduler moves the due expiry job to the queue
+    assert store.deliveries(user["id"])[0]["status"] == "failed"
+    assert store.find_user("wechat", OPENID)["trial_used"] == 0
+    assert post(text_xml(OPENID, "继续", 9102)).get_data(as_text=True) == "success"  # nothing pending now

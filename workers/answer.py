@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import timedelta
 from functools import lru_cache
 
 from rq import get_current_job
@@ -19,7 +20,7 @@ from bot.store import Store
 from config import Settings, load_settings
 from handlers.senders import sender_for
 from workers.llm import llm_for
-from workers.queue import connect
+from workers.queue import EXPIRE_JOB, answer_queue, connect
 
 log = logging.getLogger("chatgate.worker")
 
@@ -34,6 +35,7 @@ class Context:
         self.store = Store(settings.db_path, migrate=False)
         self.redis = connect(settings)
         self.llm = llm_for(settings)
+        self.queue = answer_queue(settings, self.redis)
         self._senders: dict = {}
 
     def sender(self, platform: str):
@@ -89,19 +91,49 @@ def answer_job(facts: dict) -> str:
             ctx.store.record_answer(delivery_id, answer)
             d = ctx.store.delivery(delivery_id)
             log.info("delivery %s answered by %s (%d chars)", delivery_id, ctx.llm.model, len(answer))
-        parts = fit_parts(sender, d["answer"])
-        for i in range(d["parts_sent"], len(parts)):
-            sender.send(d["user_external_id"], parts[i], chat=d["chat"], message_key=d["message_key"])
-            ctx.store.mark_parts_sent(delivery_id, i + 1)
-        ctx.store.mark_delivered(delivery_id)
+        if hasattr(sender, "deliver"):  # platforms with their own delivery rules (WeChat's mailbox)
+            outcome = sender.deliver(ctx.store, d)
+        else:
+            outcome = send_parts(ctx.store, sender, d)
     except PermanentFailure:
         job = get_current_job()
         if job is not None:
             job.retries_left = 0  # no point in trying again; the failure callback gives up now
         raise
-    log.info("delivery %s delivered to %s:u%s in %d part(s)", delivery_id, d["platform"], d["user_id"],
-             len(parts))
+    if outcome == "pending":
+        ctx.queue.enqueue_in(timedelta(seconds=ctx.settings.wechat_pending_ttl), EXPIRE_JOB,
+                             {"delivery_id": delivery_id}, job_id=f"expire-{delivery_id}", result_ttl=600)
+        log.info("delivery %s answered; waiting for the user to fetch it", delivery_id)
+    else:
+        log.info("delivery %s delivered to %s:u%s", delivery_id, d["platform"], d["user_id"])
+    return outcome
+
+
+def send_parts(store: Store, sender, d: dict) -> str:
+    """Send an answer as parts, resuming after the parts an earlier try already sent."""
+    parts = fit_parts(sender, d["answer"])
+    for i in range(d["parts_sent"], len(parts)):
+        sender.send(d["user_external_id"], parts[i], chat=d["chat"], message_key=d["message_key"])
+        store.add_parts_sent(d["id"], 1)
+    store.mark_delivered(d["id"])
     return "delivered"
+
+
+def expire_pending(facts: dict) -> str:
+    """An answer nobody fetched within the pending TTL: refunded if no page of it reached the user."""
+    ctx = context()
+    d = ctx.store.delivery(facts["delivery_id"])
+    if d is None or d["status"] != "answered":
+        return "nothing to do"
+    sender = ctx.sender(d["platform"])
+    if hasattr(sender, "mailbox"):
+        sender.mailbox.forget(d["user_external_id"], d["id"])
+    if d["parts_sent"] > 0:
+        ctx.store.mark_delivered(d["id"])
+        return "partly delivered"
+    ctx.store.fail_delivery(d["id"], "answer expired unfetched")
+    log.info("delivery %s expired unfetched; refunded", d["id"])
+    return "refunded"
 
 
 def give_up(ctx: Context, delivery_id: int, reason: str) -> bool:
@@ -116,11 +148,13 @@ def give_up(ctx: Context, delivery_id: int, reason: str) -> bool:
     log.warning("delivery %s failed for good (%s); %s", delivery_id, reason,
                 "trial answer refunded" if charge == "trial" else "nothing was charged")
     apology = texts.APOLOGY if charge == "trial" else texts.APOLOGY_MEMBER
+    sender = ctx.sender(d["platform"])
     try:
-        ctx.sender(d["platform"]).send(d["user_external_id"], apology, chat=d["chat"],
-                                       message_key=d["message_key"])
+        sender.send(d["user_external_id"], apology, chat=d["chat"], message_key=d["message_key"])
     except Exception as exc:
-        log.warning("could not send the apology for delivery %s: %s", delivery_id, exc)
+        if hasattr(sender, "leave"):  # cannot push: it goes with the user's next reply
+            sender.leave(d["user_external_id"], apology)
+        log.warning("could not send the apology for delivery %s (%s)", delivery_id, exc)
     return True
 
 

@@ -12,6 +12,7 @@ from config import Settings
 
 ANSWER_JOB = "workers.answer.answer_job"
 NOTICE_JOB = "workers.answer.notice_job"
+EXPIRE_JOB = "workers.answer.expire_pending"
 NOTICE_RETRIES = (5, 30, 120)
 FAILURE_CALLBACK = "workers.answer.answer_failed"
 FAILED_TTL = 7 * 24 * 3600

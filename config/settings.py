@@ -382,6 +382,16 @@ def _is_loopback_redis(url: str) -> bool:
         return False
 
 
+def _secret_problems(s: Settings, *required: str, optional: str) -> list[str]:
+    """One platform's credentials: every required one set and real, the optional one real if set."""
+    attrs = {var.name: var.attr for var in VARIABLES}
+    problems = [f"{name}: missing or a placeholder" for name in required if is_placeholder(getattr(s, attrs[name]))]
+    value = getattr(s, attrs[optional])
+    if value and is_placeholder(value):
+        problems.append(f"{optional}: a placeholder")
+    return problems
+
+
 def validate(s: Settings) -> None:
     """Raise SettingsError for values no environment should run with, and for production gaps."""
     problems: list[str] = []
@@ -414,18 +424,10 @@ def validate(s: Settings) -> None:
         if not s.wechat_token and not s.feishu_app_id:
             problems.append("WECHAT_TOKEN or FEISHU_APP_ID: missing (no platform is configured)")
         if s.feishu_app_id:
-            for name, value in (("FEISHU_APP_ID", s.feishu_app_id), ("FEISHU_APP_SECRET", s.feishu_app_secret),
-                                ("FEISHU_VERIFICATION_TOKEN", s.feishu_verification_token)):
-                if is_placeholder(value):
-                    problems.append(f"{name}: missing or a placeholder")
-            if s.feishu_encrypt_key and is_placeholder(s.feishu_encrypt_key):
-                problems.append("FEISHU_ENCRYPT_KEY: a placeholder")
+            problems += _secret_problems(s, "FEISHU_APP_ID", "FEISHU_APP_SECRET", "FEISHU_VERIFICATION_TOKEN",
+                                         optional="FEISHU_ENCRYPT_KEY")
         if s.wechat_token:
-            for name, value in (("WECHAT_TOKEN", s.wechat_token), ("WECHAT_APP_ID", s.wechat_app_id),
-                                ("WECHAT_APP_SECRET", s.wechat_app_secret)):
-                if is_placeholder(value):
-                    problems.append(f"{name}: missing or a placeholder")
-            if s.wechat_aes_key and is_placeholder(s.wechat_aes_key):
-                problems.append("WECHAT_AES_KEY: a placeholder")
+            problems += _secret_problems(s, "WECHAT_TOKEN", "WECHAT_APP_ID", "WECHAT_APP_SECRET",
+                                         optional="WECHAT_AES_KEY")
     if problems:
         raise SettingsError("refusing to start: " + "; ".join(problems))

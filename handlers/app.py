@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from flask import Flask, Response
+from flask import Flask, Response, abort
 
 from bot.errors import ChatgateError
 from bot.gate import decide, job_facts
@@ -54,9 +54,19 @@ class Runtime:
     def __init__(self, settings: Settings):
         self.settings = settings
         self._local = _thread_local()
+        self._platforms: dict = {}
         self.redis = connect(settings)
         self.queue = answer_queue(settings, self.redis)
         Store(settings.db_path).close()  # create the file and apply migrations once, up front
+
+    def platform(self, name: str, enabled: bool, missing: str, build):
+        """The per-process object of one platform's webhook, built on first use; 503 naming the
+        settings to set while the platform is not configured."""
+        if not enabled:
+            abort(503, f"{name} is not configured (set {missing})")
+        if name not in self._platforms:
+            self._platforms[name] = build()
+        return self._platforms[name]
 
     @property
     def store(self) -> Store:

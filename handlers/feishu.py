@@ -304,12 +304,8 @@ blueprint = Blueprint("feishu", __name__)
 
 def _events() -> FeishuEvents:
     runtime = current_app.extensions["chatgate"]
-    if not runtime.settings.feishu_enabled:
-        abort(503, "Feishu is not configured (set FEISHU_APP_ID and FEISHU_VERIFICATION_TOKEN)")
-    events = current_app.extensions.get("chatgate.feishu")
-    if events is None:
-        events = current_app.extensions["chatgate.feishu"] = FeishuEvents(runtime)
-    return events
+    return runtime.platform("Feishu", runtime.settings.feishu_enabled,
+                            "FEISHU_APP_ID and FEISHU_VERIFICATION_TOKEN", lambda: FeishuEvents(runtime))
 
 
 @blueprint.post("/feishu")

@@ -15,7 +15,7 @@ import logging
 import time
 
 import requests
-from flask import Blueprint, Response, abort, current_app, request
+from flask import Blueprint, Response, current_app, request
 from wechatpy import parse_message
 from wechatpy.client import WeChatClient
 from wechatpy.crypto import WeChatCrypto
@@ -406,12 +406,8 @@ HANDOFF_S = 1.0
 
 def _inbound() -> WeChatInbound:
     runtime = current_app.extensions["chatgate"]
-    if not runtime.settings.wechat_enabled:
-        abort(503, "WeChat is not configured (set WECHAT_TOKEN)")
-    inbound = current_app.extensions.get("chatgate.wechat")
-    if inbound is None:
-        inbound = current_app.extensions["chatgate.wechat"] = WeChatInbound(runtime.settings)
-    return inbound
+    return runtime.platform("WeChat", runtime.settings.wechat_enabled, "WECHAT_TOKEN",
+                            lambda: WeChatInbound(runtime.settings))
 
 
 @blueprint.get("/wechat")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from tests import wechat_sim
 from tests.wechat_sim import image_xml, text_xml, voice_xml
 
@@ -303,3 +305,18 @@ def test_a_pending_answer_nobody_fetches_is_refunded(post, run_worker, fake_wech
     assert store.deliveries(user["id"])[0]["status"] == "failed"
     assert store.find_user("wechat", OPENID)["trial_used"] == 0
     assert post(text_xml(OPENID, "继续", 9102)).get_data(as_text=True) == "success"  # nothing pending now
+
+
+@pytest.mark.parametrize("errcode", [45015, 45047])
+def test_a_push_refused_for_silence_or_budget_keeps_the_answer_for_the_next_message(
+        post, run_worker, fake_wechat, fake_llm, store, errcode):
+    fake_wechat.fail_send(errcode, times=None)
+    post(text_xml(OPENID, "first question", 9201))
+    run_worker()
+    assert fake_wechat.sent == []
+    user = store.find_user("wechat", OPENID)
+    assert store.deliveries(user["id"])[0]["status"] == "answered"  # kept, not failed, not refunded
+    assert user["trial_used"] == 1
+    reply = wechat_sim.read_reply(post(text_xml(OPENID, "second question", 9202)).get_data(as_text=True))
+    assert reply["Content"].startswith("echo: first question")
+    assert store.deliveries(user["id"])[0]["status"] == "delivered"

@@ -77,6 +77,7 @@ class EmbeddedRedis:
             "port 0\n"
             f"unixsocket {self.socket_path}\n"
             "unixsocketperm 700\n"
+            "maxclients 10000\n"
             f"{persistence}"
             "appendonly no\n"
             f'dir "{self.dir}"\n'

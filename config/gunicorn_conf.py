@@ -6,23 +6,31 @@ on Redis), and on launch night thousands of them can be waiting at once. A held 
 greenlet, not a process or a thread, so each worker holds up to `worker_connections` of them while
 it keeps admitting new messages in the same milliseconds as before. The CPU work per message is
 short and never yields inside a SQLite transaction, so one store connection per process is safe.
-2 × cores + 1 processes keep both cores busy.
+cores + 1 processes keep the cores busy; more would only add SQLite write-lock waits, which under
+gevent stall every request of the waiting process.
 """
 
 import multiprocessing
+import resource
 
 from config import load_settings
 
 _settings = load_settings()
 
+# Each held post needs a client socket and a Redis connection: lift the open-files limit to the hard one.
+_soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+if _soft < 8192:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (_hard if _hard == resource.RLIM_INFINITY else min(_hard, 65536),
+                                                _hard))
+
 bind = [f"{_settings.bind_host}:{_settings.port}"]
-workers = _settings.web_concurrency or multiprocessing.cpu_count() * 2 + 1
+workers = _settings.web_concurrency or multiprocessing.cpu_count() + 1
 worker_class = "gevent"
 worker_connections = 1000
 preload_app = False  # gevent patches the standard library when each worker starts; import the app after
 timeout = 30
 graceful_timeout = 20
-keepalive = 5
+keepalive = 0  # close after each response: new connections spread evenly over the workers
 accesslog = None
 errorlog = "-"
 loglevel = _settings.log_level.lower()

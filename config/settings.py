@@ -206,7 +206,7 @@ VARIABLES: tuple[Var, ...] = (
         "Address the web process binds; default `0.0.0.0` in production (the webhook must be "
         "reachable, usually behind an HTTPS proxy), `127.0.0.1` in development."),
     Var("WEB_CONCURRENCY", "web_concurrency", _positive_int, 0,
-        "gunicorn worker processes; default 2 × cores + 1."),
+        "gunicorn worker processes; default cores + 1."),
     Var("CHATGATE_WORKERS", "workers", _positive_int, 4,
         "RQ worker processes started by `chatgate worker` (each answers one question at a time)."),
     Var("CHATGATE_QUEUE", "queue_name", str, "chatgate", "RQ queue name."),

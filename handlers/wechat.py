@@ -254,16 +254,23 @@ class Mailbox:
         self.redis.lrem(self._k("pending", user), 0, delivery_id)
         self.redis.delete(self._k("pages", delivery_id))
 
-    def pending(self, user: str) -> list[int]:
-        """Deliveries of this user with pages left, oldest first."""
-        return [int(x) for x in self.redis.lrange(self._k("pending", user), 0, -1)]
+    def pending(self, user: str, hold: int | None = None, seconds: float = 0) -> list[int]:
+        """Deliveries of this user with pages left, oldest first; with `hold`, also mark that
+        delivery as held by a webhook for `seconds` (one round trip for both)."""
+        if hold is None:
+            return [int(x) for x in self.redis.lrange(self._k("pending", user), 0, -1)]
+        p = self.redis.pipeline(transaction=False)
+        p.lrange(self._k("pending", user), 0, -1)
+        p.set(self._k("holding", hold), 1, px=max(int(seconds * 1000), 1))
+        return [int(x) for x in p.execute()[0]]
 
     def has_pages(self, delivery_id: int) -> bool:
         return bool(self.redis.exists(self._k("pages", delivery_id)))
 
-    def wait_ready(self, delivery_id: int, timeout: float) -> bool:
-        """Block (on Redis, not in a sleep loop) until the answer is stored or `timeout` passes."""
-        if self.has_pages(delivery_id):
+    def wait_ready(self, delivery_id: int, timeout: float, check_first: bool = True) -> bool:
+        """Block (on Redis, not in a sleep loop) until the answer is stored or `timeout` passes.
+        (`put` leaves a wake-up token for a minute, so a new question need not check first.)"""
+        if check_first and self.has_pages(delivery_id):
             return True
         if timeout <= 0.01:
             return False
@@ -273,9 +280,6 @@ class Mailbox:
         self.redis.lpush(self._k("ready", delivery_id), 1)  # pass the wake-up on to any other holder
         return True
 
-    def hold(self, delivery_id: int, seconds: float) -> None:
-        self.redis.set(self._k("holding", delivery_id), 1, px=max(int(seconds * 1000), 1))
-
     def release(self, delivery_id: int) -> None:
         self.redis.delete(self._k("holding", delivery_id))
 
@@ -283,7 +287,7 @@ class Mailbox:
         return bool(self.redis.exists(self._k("holding", delivery_id)))
 
     def count_try(self, message_key: str) -> int:
-        """This is WeChat's n-th post of the message (1, 2, 3)."""
+        """How many times WeChat has re-posted this message (1, 2)."""
         p = self.redis.pipeline()
         p.incr(self._k("tries", message_key))
         p.expire(self._k("tries", message_key), 120)
@@ -459,16 +463,22 @@ class Passive:
             own = a.delivery_id
         if own is None:
             return None
-        tries = self.mailbox.count_try(msg.message_key)
-        earlier = self._take_earlier(exclude=own)
-        page = self._wait_for(own)
+        # The first post is the admission; re-posts count themselves (WeChat posts at most three times).
+        tries = 1 + self.mailbox.count_try(msg.message_key) if a.outcome == "duplicate" else 1
+        wait = self.settings.wechat_reply_wait
+        pending = self.mailbox.pending(msg.user, hold=own if wait > 0 else None,
+                                       seconds=wait + HANDOFF_S)
+        earlier = self._take_earlier(pending, exclude=own)
+        page = self._wait_for(own, check_first=a.outcome == "duplicate") if wait > 0 else None
         if earlier and page:
             return self._reply([earlier, page])
         if page:
             return self._reply([page])
         if earlier:  # this delivery ends here: say that the new answer is on its way
             return self._reply([earlier], coming=not self._may_push())
-        if tries < DELIVERIES and self.settings.wechat_reply_wait > 0:
+        if wait == 0:
+            return None  # configured not to wait: the worker pushes, or it waits for the next message
+        if tries < DELIVERIES:
             # Not ready: stay silent past WeChat's cut-off so that it posts the message again.
             time.sleep(max(0.0, self.started + WECHAT_GIVES_UP_S - time.monotonic()))
             return None
@@ -488,11 +498,11 @@ class Passive:
         mode = self.settings.wechat_reply_mode
         return mode == "push" or (mode == "auto" and not self.mailbox.push_refused())
 
-    def _wait_for(self, delivery_id: int) -> tuple | None:
+    def _wait_for(self, delivery_id: int, check_first: bool) -> tuple | None:
+        """Wait (held, see Mailbox.pending) for this question's answer until the reply window ends."""
         remaining = self.started + self.settings.wechat_reply_wait - time.monotonic()
-        self.mailbox.hold(delivery_id, max(remaining, 0) + HANDOFF_S)
         try:
-            if not self.mailbox.wait_ready(delivery_id, remaining):
+            if not self.mailbox.wait_ready(delivery_id, remaining, check_first=check_first):
                 return None
             return self._take(delivery_id)
         finally:
@@ -502,8 +512,8 @@ class Passive:
         pages, left = self.mailbox.take(delivery_id)
         return (delivery_id, pages[0], left) if pages else None
 
-    def _take_earlier(self, exclude: int) -> tuple | None:
-        for delivery_id in self.mailbox.pending(self.msg.user):
+    def _take_earlier(self, pending: list[int], exclude: int) -> tuple | None:
+        for delivery_id in pending:
             if delivery_id != exclude:
                 taken = self._take(delivery_id)
                 if taken:
@@ -515,7 +525,7 @@ class Passive:
         fetch = IncomingMessage(self.msg.platform, self.msg.user, self.msg.message_key, OTHER, detail="fetch")
         if self.runtime.admit_and_enqueue(fetch).admission.outcome == "duplicate":
             return None
-        taken = self._take_earlier(exclude=0)
+        taken = self._take_earlier(self.mailbox.pending(self.msg.user), exclude=0)
         return self._reply([taken]) if taken else None
 
     def _reply(self, taken: list[tuple], coming: bool = False) -> str:

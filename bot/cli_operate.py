@@ -8,6 +8,7 @@ change is a ledger row whose actor is `cli:<login name>`.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import getpass
 import json
@@ -85,13 +86,16 @@ def _user_json(user: dict) -> dict:
 
 @main.command("users")
 @click.option("--members", "members_only", is_flag=True, help="Only users whose membership is active.")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=0),
-              help="How many, newest first; 0 for all.")
+@click.option("--platform", type=click.Choice(["wechat", "feishu"]), default=None, help="Only this platform's users.")
+@click.option("--search", default="", help="Only users whose openid / open_id contains this.")
+@click.option("--sort", type=click.Choice(["new", "active"]), default="new", show_default=True,
+              help="new: newest first; active: most recently active first.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=0), help="How many; 0 for all.")
 @AS_JSON
-def list_users(members_only, limit, as_json):
-    """List users, newest first: reference, free answers, membership, first and last contact."""
+def list_users(members_only, platform, search, sort, limit, as_json):
+    """List users: reference, free answers, membership, first and last contact."""
     with _store() as (settings, store):
-        rows = store.users(members_only=members_only, limit=limit)
+        rows = store.users(members_only=members_only, limit=limit, platform=platform or "", search=search, sort=sort)
     if as_json:
         _echo_json([_user_json(u) for u in rows])
         return
@@ -168,20 +172,25 @@ def trial(ref, answers, note):
 @main.command("grant-all")
 @click.option("--days", required=True, type=click.IntRange(min=1), help="Days of membership to add to each.")
 @click.option("--members-only", is_flag=True, help="Only users whose membership is active now.")
+@click.option("--active-since", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="Only users who wrote on or after this date (YYYY-MM-DD, in CHATGATE_TIMEZONE).")
 @NOTE
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--batch-size", default=500, show_default=True, type=click.IntRange(min=1),
               help="Users per transaction.")
-def grant_all(days, members_only, note, yes, batch_size):
+def grant_all(days, members_only, active_since, note, yes, batch_size):
     """Give N days of membership to every user still subscribed (or only to active members).
 
     Runs in batches, each one transaction with its ledger rows; stopping half-way leaves whole
     batches done. Users who arrive while it runs are not included.
     """
-    with _store() as (_settings_, store):
+    with _store() as (settings, store):
         now = time.time()
-        total = store.count_grantees(members_only=members_only, now=now)
+        since = active_since.replace(tzinfo=settings.tz).timestamp() if active_since else 0
+        total = store.count_grantees(members_only=members_only, active_since=since, now=now)
         who = "active members" if members_only else "subscribed users"
+        if active_since:
+            who += f" active since {active_since:%Y-%m-%d}"
         if total == 0:
             click.echo(f"no {who}; nothing to do")
             return
@@ -190,7 +199,7 @@ def grant_all(days, members_only, note, yes, batch_size):
         done = 0
         with click.progressbar(length=total, label="granting", file=click.get_text_stream("stderr")) as bar:
             for n in store.grant_all(days, actor=_actor(), note=note, members_only=members_only,
-                                     batch_size=batch_size, now=now):
+                                     active_since=since, batch_size=batch_size, now=now):
                 done += n
                 bar.update(n)
     click.echo(f"granted {days} days to {done} {who}")
@@ -208,9 +217,11 @@ def codes():
 @click.option("--days", required=True, type=click.IntRange(min=1), help="Days of membership each code gives.")
 @click.option("--count", default=1, show_default=True, type=click.IntRange(1, 100_000), help="How many codes.")
 @click.option("--batch", default=None, help="Batch name (letters, digits, _ . -); default: the date and time.")
+@click.option("--csv", "csv_file", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Also write the codes to this CSV file (created owner-only; refuses an existing file).")
 @NOTE
 @AS_JSON
-def codes_create(days, count, batch, note, as_json):
+def codes_create(days, count, batch, csv_file, note, as_json):
     """Make a batch of single-use codes and print them, one per line.
 
     They are shown only now: the database keeps their hashes. Redirect them to a file
@@ -222,8 +233,19 @@ def codes_create(days, count, batch, note, as_json):
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--batch") from None
     made = [codes_mod.generate() for _ in range(count)]
+    fd = None
+    if csv_file:
+        try:
+            fd = os.open(csv_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise click.BadParameter(f"{csv_file} exists", param_hint="--csv") from None
     with _store() as (_settings_, store):
         store.create_codes([codes_mod.code_hash(c) for c in made], batch=batch, days=days, actor=_actor(), note=note)
+    if fd is not None:
+        with os.fdopen(fd, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["code", "days", "batch"])
+            writer.writerows([c, days, batch] for c in made)
     if as_json:
         _echo_json({"batch": batch, "days": days, "codes": made})
     else:

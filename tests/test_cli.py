@@ -379,3 +379,40 @@ def test_db_backup_is_a_consistent_private_copy_while_writes_go_on(env, store, t
         conn.close()
     assert cli("db", "backup", copies[0]).exit_code == 1  # exists
     ok("db", "backup", copies[0], "--force")
+
+
+def test_users_filter_by_platform_and_search_and_sort_by_activity(store):
+    person(store, "oAlpha", now=time.time() - 300)
+    person(store, "oBeta", now=time.time() - 200)
+    store.admit(IncomingMessage("feishu", "ou_gamma", "f-1", TEXT, "hi"), free_trial=10, charge=True)
+    person(store, "oAlpha")  # Alpha writes again: the most recently active
+    refs = lambda *args: [u["ref"] for u in json.loads(ok("users", "--json", *args).output)]  # noqa: E731
+    assert refs("--platform", "feishu") == ["feishu:ou_gamma"]
+    assert refs("--search", "Bet") == ["wechat:oBeta"]
+    assert refs("--platform", "wechat", "--sort", "active") == ["wechat:oAlpha", "wechat:oBeta"]
+    assert refs("--platform", "wechat") == ["wechat:oBeta", "wechat:oAlpha"]
+
+
+def test_grant_all_active_since_leaves_out_users_quiet_since_then(store):
+    person(store, "oOld", now=time.time() - 40 * DAY)
+    person(store, "oRecent")
+    since = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 7 * DAY))
+    result = ok("grant-all", "--days", 5, "--active-since", since, "--yes")
+    assert "granted 5 days to 1 subscribed users active since" in result.output
+    assert [u["external_id"] for u in store.users(members_only=True)] == ["oRecent"]
+
+
+def test_codes_create_writes_an_owner_only_csv_and_refuses_to_overwrite(store, tmp_path):
+    import csv
+    import os
+    import stat
+
+    path = tmp_path / "codes.csv"
+    result = ok("codes", "create", "--days", 30, "--count", 3, "--batch", "shop1", "--csv", path)
+    printed = result.stdout.split()
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["code"] for r in rows] == printed and {r["days"] for r in rows} == {"30"}
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    again = cli("codes", "create", "--days", 30, "--csv", path)
+    assert again.exit_code == 2 and "exists" in again.output

@@ -52,15 +52,16 @@ class Entitlements:
                       "VALUES (?, ?, 'trial_grant', ?, ?, ?)", (user_id, now, answers, actor, note))
         return row[0]
 
-    def count_grantees(self, *, members_only: bool, now: float | None = None) -> int:
-        """How many users `grant_all` would reach: everyone still subscribed, or only active members."""
+    def count_grantees(self, *, members_only: bool, active_since: float = 0, now: float | None = None) -> int:
+        """How many users `grant_all` would reach: everyone still subscribed (seen since
+        `active_since`), or only active members."""
         now = time.time() if now is None else now
         return self.conn.execute(
-            "SELECT COUNT(*) FROM users WHERE unsubscribed_at IS NULL AND (? = 0 OR member_until > ?)",
-            (members_only, now)).fetchone()[0]
+            "SELECT COUNT(*) FROM users WHERE unsubscribed_at IS NULL AND (? = 0 OR member_until > ?) "
+            "AND last_seen_at >= ?", (members_only, now, active_since)).fetchone()[0]
 
     def grant_all(self, days: int, *, actor: str, note: str = "", members_only: bool = False,
-                  batch_size: int = 500, now: float | None = None) -> Iterator[int]:
+                  active_since: float = 0, batch_size: int = 500, now: float | None = None) -> Iterator[int]:
         """Grant `days` to every subscribed user (or every active member), one transaction per batch.
 
         Yields how many users each batch reached. Users who arrive while it runs are left out (they
@@ -76,8 +77,9 @@ class Entitlements:
                 rows = c.execute(
                     "UPDATE users SET member_until = MAX(COALESCE(member_until, 0), ?) + ? * ? "
                     "WHERE id IN (SELECT id FROM users WHERE id > ? AND id <= ? AND unsubscribed_at IS NULL "
-                    "AND (? = 0 OR member_until > ?) ORDER BY id LIMIT ?) RETURNING id, member_until",
-                    (now, days, DAY_S, last, up_to, members_only, now, batch_size)).fetchall()
+                    "AND (? = 0 OR member_until > ?) AND last_seen_at >= ? ORDER BY id LIMIT ?) "
+                    "RETURNING id, member_until",
+                    (now, days, DAY_S, last, up_to, members_only, now, active_since, batch_size)).fetchall()
                 c.executemany(
                     "INSERT INTO ledger (user_id, at, kind, days, member_until, actor, note) "
                     "VALUES (?, ?, 'member_grant', ?, ?, ?, ?)",

@@ -21,12 +21,16 @@ class Reports:
                                   [platform, external_id]))
         return rows[0] if rows else None
 
-    def users(self, *, members_only: bool = False, limit: int = 0, now: float | None = None) -> list[dict]:
-        """Users, newest first (active members only, if asked); `limit` 0 means all."""
+    def users(self, *, members_only: bool = False, limit: int = 0, platform: str = "", search: str = "",
+              sort: str = "new", now: float | None = None) -> list[dict]:
+        """Users, newest first or (`sort="active"`) most recently active first; filtered by platform,
+        by a piece of their platform id, and to active members if asked. `limit` 0 means all."""
         now = time.time() if now is None else now
+        order = "last_seen_at DESC" if sort == "active" else "id DESC"
         return list(self.db.query(
-            "SELECT * FROM users WHERE (:members = 0 OR member_until > :now) ORDER BY id DESC LIMIT :limit",
-            {"members": members_only, "now": now, "limit": limit or -1}))
+            "SELECT * FROM users WHERE (:members = 0 OR member_until > :now) AND (:platform = '' OR platform = "
+            ":platform) AND (:search = '' OR instr(external_id, :search) > 0) ORDER BY " + order + " LIMIT :limit",
+            {"members": members_only, "now": now, "limit": limit or -1, "platform": platform, "search": search}))
 
     def ledger(self, user_id: int) -> list[dict]:
         """The user's ledger rows, oldest first: every change to what they may ask."""

@@ -221,13 +221,15 @@ def db_backup(file, force):
 def ask(text, user, url):
     """Send TEXT to the running webhook as a signed (and, in safe mode, encrypted) WeChat message.
 
-    For trying the bot without a real official account: the answer shows in the worker's log (the
-    dev outbox) or, with real credentials, in WeChat.
+    For trying the bot without a real official account: a reply that is ready within the webhook's
+    wait (WECHAT_REPLY_WAIT) is printed; anything pushed later goes to WeChat or, in development
+    without an AppID, to the worker's log (the dev outbox).
     """
     import hashlib
     import random
 
     import requests
+    import xmltodict
     from wechatpy.crypto import WeChatCrypto
 
     settings = _settings()
@@ -245,7 +247,6 @@ def ask(text, user, url):
     if settings.wechat_aes_key:
         crypto = WeChatCrypto(settings.wechat_token, settings.wechat_aes_key, settings.wechat_app_id)
         enc = crypto.encrypt_message(xml, nonce, timestamp)
-        import xmltodict
         from wechatpy.utils import to_text
 
         fields = xmltodict.parse(to_text(enc))["xml"]
@@ -259,6 +260,8 @@ def ask(text, user, url):
     body = res.text
     if crypto is not None and res.ok and body.startswith("<xml>"):
         body = crypto.decrypt_message(body, *_reply_signature(body))
+    if res.ok and body.startswith("<xml>"):  # a passive reply: show what the user would read
+        body = "reply:\n" + xmltodict.parse(body)["xml"].get("Content", "")
     click.echo(f"→ MsgId {msg_id}: HTTP {res.status_code} {body}")
 
 

@@ -41,11 +41,12 @@ class LogSender:
 def sender_for(platform: str, settings: Settings, redis) -> Sender:
     """The sender for `platform`; in development, a LogSender when its credentials are unset."""
     if platform == "wechat":
+        from handlers.wechat import DevWeChatSender, WeChatSender
+
         if settings.wechat_can_send:
-            from handlers.wechat import WeChatSender
             return WeChatSender(settings, redis)
         if not settings.production:
-            return LogSender(platform)
+            return DevWeChatSender(settings, redis)
         raise RuntimeError("WECHAT_APP_ID and WECHAT_APP_SECRET are needed to send WeChat answers")
     if platform == "feishu":
         if settings.feishu_app_id and settings.feishu_app_secret:

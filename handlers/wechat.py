@@ -387,6 +387,17 @@ class WeChatSender:
             raise TransientFailure(f"WeChat API unreachable: {type(exc).__name__}") from None
 
 
+class DevWeChatSender(WeChatSender):
+    """Development without an AppID and secret: answers go back only as passive replies (through
+    the mailbox, as on an unverified account), and whatever would be pushed is written to the log."""
+
+    def may_push(self) -> bool:
+        return False
+
+    def send(self, user: str, text: str, *, chat: str = "", message_key: str = "") -> None:
+        log.info("[dev outbox] wechat:%s ← %s", user, text)
+
+
 def finish(store, mailbox: Mailbox, user: str, delivery_id: int) -> None:
     """The last page of an answer went out: it is delivered."""
     mailbox.forget(user, delivery_id)

@@ -103,7 +103,7 @@ def answer_job(facts: dict) -> str:
     if outcome == "pending":
         ctx.queue.enqueue_in(timedelta(seconds=ctx.settings.wechat_pending_ttl), EXPIRE_JOB,
                              {"delivery_id": delivery_id}, job_id=f"expire-{delivery_id}", result_ttl=600)
-        log.info("delivery %s answered; waiting for the user to fetch it", delivery_id)
+        log.info("delivery %s answered; in the mailbox for a passive reply or 继续", delivery_id)
     else:
         log.info("delivery %s delivered to %s:u%s", delivery_id, d["platform"], d["user_id"])
     return outcome

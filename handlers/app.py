@@ -116,7 +116,7 @@ def create_app(settings: Settings | None = None, **overrides) -> Flask:
     @app.get("/healthz")
     def healthz():
         runtime.redis.ping()
-        runtime.store.conn.execute("SELECT 1")
+        runtime.store.count("users")
         return {"ok": True}
 
     @app.errorhandler(QueueUnavailable)

@@ -320,6 +320,14 @@ class WeChatSender:
     def split(self, text: str) -> list[str]:
         return split_text(text)
 
+    @property
+    def pending_ttl(self) -> int:
+        """Seconds an answer left 'pending' by `deliver` waits before it is refunded."""
+        return self.settings.wechat_pending_ttl
+
+    def forget_pending(self, user: str, delivery_id: int) -> None:
+        self.mailbox.forget(user, delivery_id)
+
     def may_push(self) -> bool:
         mode = self.settings.wechat_reply_mode
         return mode == "push" or (mode == "auto" and not self.mailbox.push_refused())

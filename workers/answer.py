@@ -91,7 +91,7 @@ def answer_job(facts: dict) -> str:
             ctx.store.record_answer(delivery_id, answer)
             d = ctx.store.delivery(delivery_id)
             log.info("delivery %s answered by %s (%d chars)", delivery_id, ctx.llm.model, len(answer))
-        if hasattr(sender, "deliver"):  # platforms with their own delivery rules (WeChat's mailbox)
+        if hasattr(sender, "deliver"):  # platforms with their own delivery rules; may return "pending"
             outcome = sender.deliver(ctx.store, d)
         else:
             outcome = send_parts(ctx.store, sender, d)
@@ -101,9 +101,9 @@ def answer_job(facts: dict) -> str:
             job.retries_left = 0  # no point in trying again; the failure callback gives up now
         raise
     if outcome == "pending":
-        ctx.queue.enqueue_in(timedelta(seconds=ctx.settings.wechat_pending_ttl), EXPIRE_JOB,
+        ctx.queue.enqueue_in(timedelta(seconds=sender.pending_ttl), EXPIRE_JOB,
                              {"delivery_id": delivery_id}, job_id=f"expire-{delivery_id}", result_ttl=600)
-        log.info("delivery %s answered; in the mailbox for a passive reply or 继续", delivery_id)
+        log.info("delivery %s answered; waiting for the platform to take it (reply or fetch)", delivery_id)
     else:
         log.info("delivery %s delivered to %s:u%s", delivery_id, d["platform"], d["user_id"])
     return outcome
@@ -126,8 +126,8 @@ def expire_pending(facts: dict) -> str:
     if d is None or d["status"] != "answered":
         return "nothing to do"
     sender = ctx.sender(d["platform"])
-    if hasattr(sender, "mailbox"):
-        sender.mailbox.forget(d["user_external_id"], d["id"])
+    if hasattr(sender, "forget_pending"):
+        sender.forget_pending(d["user_external_id"], d["id"])
     if d["parts_sent"] > 0:
         ctx.store.mark_delivered(d["id"])
         return "partly delivered"

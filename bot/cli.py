@@ -145,7 +145,7 @@ def feishu_connect():
     the same; answers still come from `chatgate worker`. Runs until stopped.
     """
     from handlers.app import configure_logging
-    from handlers.feishu import connect_forever
+    from handlers.feishu.connect import connect_forever
 
     settings = _settings()
     if not (settings.feishu_app_id and settings.feishu_app_secret):

@@ -41,7 +41,7 @@ class LogSender:
 def sender_for(platform: str, settings: Settings, redis) -> Sender:
     """The sender for `platform`; in development, a LogSender when its credentials are unset."""
     if platform == "wechat":
-        from handlers.wechat import DevWeChatSender, WeChatSender
+        from handlers.wechat.send import DevWeChatSender, WeChatSender
 
         if settings.wechat_can_send:
             return WeChatSender(settings, redis)
@@ -50,7 +50,7 @@ def sender_for(platform: str, settings: Settings, redis) -> Sender:
         raise RuntimeError("WECHAT_APP_ID and WECHAT_APP_SECRET are needed to send WeChat answers")
     if platform == "feishu":
         if settings.feishu_app_id and settings.feishu_app_secret:
-            from handlers.feishu import FeishuSender
+            from handlers.feishu.send import FeishuSender
             return FeishuSender(settings, redis)
         if not settings.production:
             return LogSender(platform)

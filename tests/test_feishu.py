@@ -233,7 +233,7 @@ def test_the_long_connection_path_feeds_the_same_dispatcher(feishu_env, run_work
     (lark-oapi's ws client does exactly that); dedupe and quotas are the webhook's."""
     from config import load_settings
     from handlers.app import Runtime
-    from handlers.feishu import FeishuEvents
+    from handlers.feishu.events import FeishuEvents
 
     events = FeishuEvents(Runtime(load_settings()))
     event = mention_bot("over the socket", sender=USER)

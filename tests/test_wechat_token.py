@@ -10,7 +10,7 @@ from redis import Redis
 
 from bot.errors import PermanentFailure, TransientFailure
 from config import load_settings
-from handlers.wechat import WeChatSender
+from handlers.wechat.send import WeChatSender
 
 
 @pytest.fixture

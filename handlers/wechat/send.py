@@ -1,13 +1,6 @@
-"""Everything WeChat Official Account: the webhook's signature, encryption and XML, and the
-customer-service API that carries answers back.
-
-Inbound:  `WeChatInbound` turns a request (query args + body) into an `IncomingMessage`, raising
-          `Forbidden` (403) for anything not signed by our token and `BadRequest` (400) for bodies
-          that do not parse; `render_reply` builds the passive reply (encrypted in safe mode).
-Outbound: `WeChatSender` sends text through `message/custom/send` with wechatpy, the access token
-          shared by every process through Redis and refreshed under a Redis lock, so no process
-          invalidates another's token.
-"""
+"""WeChat out: the customer-service API (`message/custom/send`) that carries answers back, with the
+access token shared by every process through Redis and refreshed under a Redis lock, so no process
+invalidates another's token."""
 
 from __future__ import annotations
 
@@ -15,29 +8,25 @@ import logging
 import time
 
 import requests
-from flask import Blueprint, Response, current_app, request
-from wechatpy import parse_message
 from wechatpy.client import WeChatClient
-from wechatpy.crypto import WeChatCrypto
-from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException, WeChatClientException
-from wechatpy.replies import TextReply
+from wechatpy.exceptions import WeChatClientException
 from wechatpy.session.redisstorage import RedisStorage
-from wechatpy.utils import check_signature
-from werkzeug.exceptions import BadRequest, Forbidden
 
 from bot.errors import PermanentFailure, TransientFailure
-from bot.models import CLICK, MEDIA, OTHER, SUBSCRIBE, TEXT, UNSUBSCRIBE, IncomingMessage
+from bot.paging import split_text
 from config import Settings
+from handlers.wechat.inbound import PLATFORM
 
 log = logging.getLogger("chatgate.wechat")
 
-PLATFORM = "wechat"
 TEXT_LIMIT_BYTES = 2000
 """WeChat caps a text message at about 2048 UTF-8 bytes; keep a margin."""
 PAGE_BYTES = TEXT_LIMIT_BYTES - 160
 """An answer's page leaves room for the 'send 继续 for more' hint."""
 PUSH_BUDGET = 5
 """Customer-service messages allowed per user message (45047 past that)."""
+HANDOFF_S = 1.0
+"""How long the worker leaves a ready answer to a webhook holding the question before pushing it."""
 TOKEN_ERRORS = frozenset({40001, 40014, 42001})
 """access_token invalid, not the latest, or expired: refresh once and try again."""
 PERMANENT_ERRORS = frozenset({
@@ -49,109 +38,6 @@ PERMANENT_ERRORS = frozenset({
     48001,  # the account may not use this API (unverified subscription account)
     40013, 40125, 40164,  # bad AppID / AppSecret / IP not whitelisted: the operator must fix these
 })
-
-_EVENT_KINDS = {"subscribe": SUBSCRIBE, "subscribe_scan": SUBSCRIBE, "unsubscribe": UNSUBSCRIBE,
-                "click": CLICK}
-
-
-class WeChatInbound:
-    """Verify, decrypt and parse webhook requests for one official account."""
-
-    def __init__(self, settings: Settings):
-        self.token = settings.wechat_token
-        self.crypto = (WeChatCrypto(settings.wechat_token, settings.wechat_aes_key, settings.wechat_app_id)
-                       if settings.wechat_aes_key else None)
-
-    def check(self, args) -> None:
-        """The plain signature every request carries: sha1 of sorted token, timestamp and nonce."""
-        try:
-            check_signature(self.token, args.get("signature", ""), args.get("timestamp", ""),
-                            args.get("nonce", ""))
-        except InvalidSignatureException:
-            raise Forbidden("bad signature") from None
-
-    def echo(self, args) -> str:
-        """Server-URL verification (GET): a valid signature gets `echostr` back verbatim."""
-        self.check(args)
-        return args.get("echostr", "")
-
-    def parse(self, args, body: bytes):
-        """A POST body → (IncomingMessage, wechatpy message). 403 if forged, 400 if unparseable."""
-        self.check(args)
-        if self.crypto is not None:
-            if args.get("encrypt_type") != "aes":
-                # With an AES key configured, a plaintext body is not authenticated by anything.
-                raise Forbidden("encrypted messages expected (safe mode)")
-            try:
-                xml = self.crypto.decrypt_message(body, args.get("msg_signature", ""),
-                                                  args.get("timestamp", ""), args.get("nonce", ""))
-            except (InvalidSignatureException, InvalidAppIdException):
-                raise Forbidden("bad message signature") from None
-            except Exception as exc:  # base64, padding, XML: wechatpy raises many kinds
-                raise BadRequest(f"cannot decrypt the message ({type(exc).__name__})") from None
-        else:
-            xml = body
-        try:
-            raw = parse_message(xml)
-            return self._to_incoming(raw), raw
-        except Exception as exc:  # xmltodict's ValueError/ExpatError, KeyError for missing fields…
-            raise BadRequest(f"cannot parse the message ({type(exc).__name__})") from None
-
-    @staticmethod
-    def _to_incoming(raw) -> IncomingMessage:
-        user = raw.source
-        if not user:
-            raise ValueError("no FromUserName")
-        if raw.type == "event":
-            kind = _EVENT_KINDS.get(raw.event, OTHER)
-            return IncomingMessage(PLATFORM, user, f"{user}-{raw.time}", kind,
-                                   detail=str(getattr(raw, "key", "") or raw.event))
-        if not raw.id:
-            raise ValueError("message without MsgId")
-        key = str(raw.id)
-        if raw.type == "text":
-            return IncomingMessage(PLATFORM, user, key, TEXT, raw.content or "")
-        if raw.type == "voice" and (raw.recognition or "").strip():
-            return IncomingMessage(PLATFORM, user, key, TEXT, raw.recognition.strip())
-        return IncomingMessage(PLATFORM, user, key, MEDIA, detail=raw.type)
-
-    def render_reply(self, raw, text: str, args) -> str:
-        """The passive reply XML for `text` (encrypted in safe mode)."""
-        xml = TextReply(content=escape_cdata(text), message=raw).render()
-        if self.crypto is None:
-            return xml
-        return self.crypto.encrypt_message(xml, args.get("nonce", ""), args.get("timestamp") or None)
-
-
-def escape_cdata(text: str) -> str:
-    """wechatpy writes fields as CDATA without escaping; `]]>` inside would end it early."""
-    return text.replace("]]>", "]]]]><![CDATA[>")
-
-
-def split_text(text: str, limit: int = TEXT_LIMIT_BYTES) -> list[str]:
-    """Split `text` into parts of at most `limit` UTF-8 bytes, never inside a character.
-
-    A part ends at the last line break in its second half when there is one, so paragraphs stay
-    whole where they can.
-    """
-    parts: list[str] = []
-    rest = text
-    while rest:
-        if len(rest.encode("utf-8")) <= limit:
-            parts.append(rest)
-            break
-        size, cut = 0, 0
-        for i, ch in enumerate(rest):
-            size += len(ch.encode("utf-8"))
-            if size > limit:
-                cut = i
-                break
-        newline = rest.rfind("\n", 0, cut)
-        if newline >= cut // 2:
-            cut = newline + 1
-        parts.append(rest[:cut])
-        rest = rest[cut:]
-    return [p for p in parts if p.strip()] or [text]
 
 
 class SharedTokenClient(WeChatClient):
@@ -318,7 +204,7 @@ class WeChatSender:
         self.mailbox = mailbox_for(settings, redis)
 
     def split(self, text: str) -> list[str]:
-        return split_text(text)
+        return split_text(text, TEXT_LIMIT_BYTES)
 
     @property
     def pending_ttl(self) -> int:
@@ -411,158 +297,3 @@ def finish(store, mailbox: Mailbox, user: str, delivery_id: int) -> None:
     mailbox.forget(user, delivery_id)
     if delivery_id > 0:
         store.mark_delivered(delivery_id)
-
-
-# -- the webhook ------------------------------------------------------------------------------
-
-blueprint = Blueprint("wechat", __name__)
-
-ACK = "success"
-"""WeChat's 'received, no passive reply' answer."""
-WECHAT_GIVES_UP_S = 5.5
-"""A delivery that must be retried is kept open until WeChat has given up on it."""
-DELIVERIES = 3
-"""WeChat posts a message at most three times."""
-HANDOFF_S = 1.0
-"""How long the worker leaves a ready answer to a webhook holding the question before pushing it."""
-
-
-def _inbound() -> WeChatInbound:
-    runtime = current_app.extensions["chatgate"]
-    return runtime.platform("WeChat", runtime.settings.wechat_enabled, "WECHAT_TOKEN",
-                            lambda: WeChatInbound(runtime.settings))
-
-
-@blueprint.get("/wechat")
-def verify():
-    """Server-URL verification: echo `echostr` when the signature is ours."""
-    return Response(_inbound().echo(request.args), mimetype="text/plain")
-
-
-@blueprint.post("/wechat")
-def receive():
-    """One message or event: verify, decrypt, parse, admit, enqueue; then reply with what is ready."""
-    started = time.monotonic()
-    inbound = _inbound()
-    runtime = current_app.extensions["chatgate"]
-    msg, raw = inbound.parse(request.args, request.get_data(cache=False))
-    mailbox = mailbox_for(runtime.settings, runtime.redis)
-    text = Passive(runtime, mailbox, msg, started).respond()
-    if text is None:
-        return Response(ACK, mimetype="text/plain")
-    return Response(inbound.render_reply(raw, text, request.args), mimetype="application/xml")
-
-
-class Passive:
-    """What one delivery of a message answers within WeChat's 5-second window.
-
-    A question is admitted (or recognised as a re-delivery) and then held for up to 4.5 s on a
-    Redis blocking wait for its answer. The passive reply carries, in order, a page of an earlier
-    answer still pending for this user and the page of this one. Not ready on the first or second
-    post: stay silent past WeChat's cut-off so that it posts again. Not ready on the third: an
-    empty ack where the worker may push, else a note that `继续` will fetch the answer.
-    """
-
-    def __init__(self, runtime, mailbox: Mailbox, msg: IncomingMessage, started: float):
-        self.runtime, self.mailbox, self.msg, self.started = runtime, mailbox, msg, started
-        self.settings = runtime.settings
-        self.store = runtime.store
-
-    def respond(self) -> str | None:
-        msg = self.msg
-        if msg.kind == TEXT and msg.text.strip() == self.settings.wechat_continue_word \
-                and self.mailbox.pending(msg.user):
-            return self._fetch()
-        decision = self.runtime.admit_and_enqueue(msg)
-        a = decision.admission
-        if decision.reply is not None:
-            return decision.reply
-        own = a.delivery_id if decision.enqueue else None
-        if a.outcome == "duplicate" and a.delivery_id and self._open(a.delivery_id):
-            own = a.delivery_id
-        if own is None:
-            return None
-        # The first post is the admission; re-posts count themselves (WeChat posts at most three times).
-        tries = 1 + self.mailbox.count_try(msg.message_key) if a.outcome == "duplicate" else 1
-        wait = self.settings.wechat_reply_wait
-        pending = self.mailbox.pending(msg.user, hold=own if wait > 0 else None,
-                                       seconds=wait + HANDOFF_S)
-        earlier = self._take_earlier(pending, exclude=own)
-        page = self._wait_for(own, check_first=a.outcome == "duplicate") if wait > 0 else None
-        if earlier and page:
-            return self._reply([earlier, page])
-        if page:
-            return self._reply([page])
-        if earlier:  # this delivery ends here: say that the new answer is on its way
-            return self._reply([earlier], coming=not self._may_push())
-        if wait == 0:
-            return None  # configured not to wait: the worker pushes, or it waits for the next message
-        if tries < DELIVERIES:
-            # Not ready: stay silent past WeChat's cut-off so that it posts the message again.
-            time.sleep(max(0.0, self.started + WECHAT_GIVES_UP_S - time.monotonic()))
-            return None
-        if self._may_push():
-            return None  # the worker pushes the answer when it is ready
-        return self._word(self.settings.wechat_pending_text)
-
-    def _word(self, text: str) -> str:
-        return text.replace("{continue}", self.settings.wechat_continue_word)
-
-    def _open(self, delivery_id: int) -> bool:
-        """A re-delivered question is worth holding while its answer is not yet out."""
-        d = self.store.delivery(delivery_id)
-        return d is not None and d["status"] in ("queued", "answered")
-
-    def _may_push(self) -> bool:
-        mode = self.settings.wechat_reply_mode
-        return mode == "push" or (mode == "auto" and not self.mailbox.push_refused())
-
-    def _wait_for(self, delivery_id: int, check_first: bool) -> tuple | None:
-        """Wait (held, see Mailbox.pending) for this question's answer until the reply window ends."""
-        remaining = self.started + self.settings.wechat_reply_wait - time.monotonic()
-        try:
-            if not self.mailbox.wait_ready(delivery_id, remaining, check_first=check_first):
-                return None
-            return self._take(delivery_id)
-        finally:
-            self.mailbox.release(delivery_id)
-
-    def _take(self, delivery_id: int) -> tuple | None:
-        pages, left = self.mailbox.take(delivery_id)
-        return (delivery_id, pages[0], left) if pages else None
-
-    def _take_earlier(self, pending: list[int], exclude: int) -> tuple | None:
-        for delivery_id in pending:
-            if delivery_id != exclude:
-                taken = self._take(delivery_id)
-                if taken:
-                    return taken
-        return None
-
-    def _fetch(self) -> str | None:
-        """`继续`: the next page of the oldest pending answer; the word itself is not a question."""
-        fetch = IncomingMessage(self.msg.platform, self.msg.user, self.msg.message_key, OTHER, detail="fetch")
-        if self.runtime.admit_and_enqueue(fetch).admission.outcome == "duplicate":
-            return None
-        taken = self._take_earlier(self.mailbox.pending(self.msg.user), exclude=0)
-        return self._reply([taken]) if taken else None
-
-    def _reply(self, taken: list[tuple], coming: bool = False) -> str:
-        """Join the claimed pages that fit into one passive reply; give the rest back; settle."""
-        text, used = "", []
-        for item in taken:
-            joined = item[1] if not text else text + "\n\n" + item[1]
-            if len(joined.encode()) <= TEXT_LIMIT_BYTES:
-                text, used = joined, used + [item]
-            else:
-                self.mailbox.give_back(item[0], [item[1]])
-        for delivery_id, _, left in used:
-            if delivery_id > 0:
-                self.store.add_parts_sent(delivery_id, 1)
-            if left == 0:
-                finish(self.store, self.mailbox, self.msg.user, delivery_id)
-        extra = self.settings.wechat_pending_text if coming else (
-            self.settings.wechat_more_text if self.mailbox.pending(self.msg.user) else "")
-        if extra and len((text + "\n\n" + self._word(extra)).encode()) <= TEXT_LIMIT_BYTES:
-            text += "\n\n" + self._word(extra)
-        return text

@@ -1,0 +1,123 @@
+"""The Feishu event path shared by the webhook and the long connection: lark-oapi's dispatcher calls
+back with `im.message.receive_v1`, which becomes an `IncomingMessage` (always in p2p chats, in groups
+only when the bot itself is @mentioned; other bots are ignored) and goes through admission."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+
+from bot.models import MEDIA, TEXT, IncomingMessage
+from handlers.feishu.send import PLATFORM, _lark, fetch_bot_open_id, make_client
+
+log = logging.getLogger("chatgate.feishu")
+
+MESSAGE_EVENT = "im.message.receive_v1"
+EVENT_SEEN_TTL = 8 * 3600
+"""Feishu re-pushes an event for about 7 hours; remember event ids a little longer."""
+_MENTION = re.compile(r"@_user_\d+")
+
+
+def build_dispatcher(on_message: Callable):
+    """lark-oapi's dispatcher for `im.message.receive_v1`, shared by the webhook and the long
+    connection. Verification happens before it (webhook) or in the authenticated WebSocket."""
+    lark = _lark()
+    return (lark.EventDispatcherHandler.builder("", "")
+            .register_p2_im_message_receive_v1(on_message)
+            .build())
+
+
+def incoming_from_event(data, bot_open_id: Callable[[], str]) -> IncomingMessage | None:
+    """An `im.message.receive_v1` event (lark-oapi model) → IncomingMessage, or None to ignore it.
+
+    p2p chats are always answered; in groups only messages that @mention the bot itself (compared
+    by open_id; mentions of other people do not wake it). Messages from other bots are ignored.
+    `bot_open_id` is called only for group messages.
+    """
+    event = data.event
+    sender, message = event.sender, event.message
+    if sender is None or message is None or sender.sender_type != "user":
+        return None
+    open_id = sender.sender_id.open_id if sender.sender_id else None
+    if not open_id or not message.message_id:
+        return None
+    if message.chat_type != "p2p":
+        mine = bot_open_id()
+        mentions = message.mentions or []
+        if not any(m.id and m.id.open_id == mine for m in mentions):
+            return None
+    kind, text = MEDIA, ""
+    if message.message_type in ("text", "post"):
+        text = _text_of(message.message_type, message.content or "")
+        text = _MENTION.sub("", text).strip()
+        kind = TEXT if text else MEDIA
+    return IncomingMessage(PLATFORM, open_id, message.message_id, kind, text, chat=message.chat_id or "",
+                           detail=message.message_type or "")
+
+
+def _text_of(message_type: str, content: str) -> str:
+    try:
+        body = json.loads(content)
+    except ValueError:
+        return ""
+    if message_type == "text":
+        return str(body.get("text", ""))
+    # rich text ("post"): a title and paragraphs of elements; keep the words and the @ keys
+    post = body.get("content") and body or next((v for v in body.values() if isinstance(v, dict)), {})
+    lines = [post.get("title") or ""]
+    for paragraph in post.get("content") or []:
+        lines.append("".join(el.get("text", "") or el.get("user_name", "") for el in paragraph
+                             if isinstance(el, dict) and el.get("tag") in ("text", "a", "md")))
+    return "\n".join(line for line in lines if line)
+
+
+class FeishuEvents:
+    """The event path shared by the webhook and the long connection: dispatcher → admission."""
+
+    def __init__(self, runtime):
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self._bot_open_id = ""
+        self._client = None
+        self.dispatcher = build_dispatcher(self._on_message)
+
+    def bot_open_id(self) -> str:
+        """Fetched once from the API and cached in Redis for a day (and in this process)."""
+        if not self._bot_open_id:
+            key = f"chatgate:feishu:{self.settings.feishu_app_id}:bot_open_id"
+            cached = self.runtime.redis.get(key)
+            if cached:
+                self._bot_open_id = cached.decode()
+            else:
+                if self._client is None:
+                    self._client = make_client(self.settings, self.runtime.redis)
+                self._bot_open_id = fetch_bot_open_id(self._client)
+                self.runtime.redis.set(key, self._bot_open_id, ex=86400)
+        return self._bot_open_id
+
+    def _on_message(self, data) -> None:
+        event_id = data.header.event_id if data.header else None
+        seen_key = f"chatgate:feishu:event:{event_id}"
+        if event_id and self.runtime.redis.exists(seen_key):
+            log.info("feishu event=%s seen before; acknowledged", event_id)
+            return
+        msg = incoming_from_event(data, self.bot_open_id)
+        if msg is None:
+            log.info("feishu event=%s not for the bot; ignored", event_id)
+        else:
+            decision = self.runtime.admit_and_enqueue(msg)
+            if decision.reply is not None:
+                self.runtime.enqueue_notice(msg, decision.reply)
+        if event_id:
+            self.runtime.redis.set(seen_key, 1, ex=EVENT_SEEN_TTL)
+
+    def handle(self, event: dict) -> None:
+        """Feed one verified, decrypted event (a dict) through the dispatcher, as the long
+        connection does. Events other than messages are acknowledged and ignored."""
+        header = event.get("header") or {}
+        if event.get("schema") != "2.0" or header.get("event_type") != MESSAGE_EVENT:
+            log.info("feishu event type %s ignored", header.get("event_type") or event.get("type"))
+            return
+        self.dispatcher._do_without_validation(json.dumps(event).encode())

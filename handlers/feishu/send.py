@@ -1,0 +1,104 @@
+"""Feishu out: replies to the asking message (`im/v1/messages/{id}/reply`) through lark-oapi, with the
+tenant token cached in Redis so every process and job reuses it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from bot.errors import PermanentFailure, TransientFailure
+from bot.paging import split_text
+from config import Settings
+
+PLATFORM = "feishu"
+TEXT_LIMIT_BYTES = 30_000
+"""Feishu accepts text bodies up to 150 KB; long answers are easier to read in several messages."""
+MAX_PARTS = 5
+PERMANENT_CODES = frozenset({
+    230002,  # the bot is not in the chat
+    230011,  # the message was withdrawn
+    230013,  # the user has not installed / cannot see the bot
+    230099,  # content rejected
+    99991672, 99991679,  # the app lacks a permission (scope): the operator must add it
+})
+
+
+def _lark():
+    """lark-oapi, imported on first use: the import is slow (about 2 s) and only Feishu needs it."""
+    import lark_oapi
+
+    return lark_oapi
+
+
+class RedisTokenCache:
+    """lark-oapi's token cache (its `ICache`) kept in Redis, so every process and every job of the
+    worker reuses one tenant token instead of fetching it per message."""
+
+    def __init__(self, redis, prefix: str = "chatgate:feishu:cache:"):
+        self.redis = redis
+        self.prefix = prefix
+
+    def get(self, key: str) -> str:
+        value = self.redis.get(self.prefix + key)
+        return value.decode() if value else ""
+
+    def set(self, key: str, value: str, expire: int) -> None:
+        import time
+
+        ttl = int(expire - time.time())
+        if ttl > 0:
+            self.redis.set(self.prefix + key, value, ex=ttl)
+
+
+def make_client(settings: Settings, redis):
+    lark = _lark()
+    builder = (lark.Client.builder().app_id(settings.feishu_app_id).app_secret(settings.feishu_app_secret)
+               .domain(settings.feishu_api_base.rstrip("/")).timeout(10).log_level(lark.LogLevel.WARNING))
+    if redis is not None:
+        builder = builder.cache(RedisTokenCache(redis))
+    return builder.build()
+
+
+def fetch_bot_open_id(client) -> str:
+    """The bot's own open_id from `/open-apis/bot/v3/info`."""
+    lark = _lark()
+    req = (lark.BaseRequest.builder().http_method(lark.HttpMethod.GET).uri("/open-apis/bot/v3/info")
+           .token_types({lark.AccessTokenType.TENANT}).build())
+    resp = client.request(req)
+    body = json.loads(resp.raw.content) if resp.raw and resp.raw.content else {}
+    open_id = (body.get("bot") or {}).get("open_id")
+    if not open_id:
+        raise TransientFailure(f"cannot read the bot's open_id (code {body.get('code')}: {body.get('msg')})")
+    return open_id
+
+
+class FeishuSender:
+    """Replies to the asking message; in groups the reply quotes the question."""
+
+    platform = PLATFORM
+    max_parts = MAX_PARTS
+
+    def __init__(self, settings: Settings, redis):
+        self.client = make_client(settings, redis)
+
+    def split(self, text: str) -> list[str]:
+        return split_text(text, TEXT_LIMIT_BYTES)
+
+    def send(self, user: str, text: str, *, chat: str = "", message_key: str = "") -> None:
+        from lark_oapi.api.im.v1 import ReplyMessageRequest, ReplyMessageRequestBody
+
+        idem = hashlib.sha256(f"{message_key}\n{text}".encode()).hexdigest()[:32]
+        req = (ReplyMessageRequest.builder().message_id(message_key)
+               .request_body(ReplyMessageRequestBody.builder().msg_type("text")
+                             .content(json.dumps({"text": text}, ensure_ascii=False))
+                             .reply_in_thread(False).uuid(idem).build()).build())
+        try:
+            resp = self.client.im.v1.message.reply(req)
+        except Exception as exc:  # requests' connection errors and timeouts, bad responses
+            raise TransientFailure(f"Feishu API unreachable: {type(exc).__name__}") from None
+        if resp.success():
+            return
+        detail = f"Feishu error {resp.code}: {resp.msg}"
+        if resp.code in PERMANENT_CODES:
+            raise PermanentFailure(detail)
+        raise TransientFailure(detail)

@@ -93,6 +93,19 @@ def embedded_redis_dir(db_path: str) -> Path:
     return Path(db_path).parent / "redis"
 
 
+def with_running_redis(settings):
+    """The settings, with REDIS_URL pointing at the embedded Redis of a running `chatgate up` when
+    REDIS_URL is unset (operator commands run beside it)."""
+    if settings.redis_url:
+        return settings
+    import dataclasses
+
+    from bot.embedded_redis import EmbeddedRedis
+
+    url = EmbeddedRedis.running_in(embedded_redis_dir(settings.db_path))
+    return dataclasses.replace(settings, redis_url=url) if url else settings
+
+
 def _settings_env_has(name: str) -> bool:
     return bool(_settings_value(name, ""))
 
@@ -112,8 +125,8 @@ def _settings_value(name: str, default: str) -> str:
 @click.option("-n", "--processes", type=int, default=None,
               help="Worker processes (default CHATGATE_WORKERS); each answers one question at a time.")
 def worker(burst, processes):
-    """Run the RQ worker(s) that answer questions, with the scheduler on (for retries with back-off)."""
-    from rq import Worker
+    """Run the RQ worker(s) that answer questions, with RQ's scheduler (retries with back-off) and
+    chatgate's reconciler (every CHATGATE_RECONCILE_INTERVAL seconds)."""
     from rq.serializers import JSONSerializer
     from rq.worker_pool import WorkerPool
 
@@ -121,6 +134,7 @@ def worker(burst, processes):
     from handlers.app import configure_logging
     from workers import answer  # noqa: F401  imported before RQ forks, so each job starts warm
     from workers.queue import answer_queue, connect
+    from workers.worker import ChatgateWorker
 
     settings = _settings()
     configure_logging(settings)
@@ -130,11 +144,46 @@ def worker(burst, processes):
     queue = answer_queue(settings, connection)
     count = processes or settings.workers
     if count > 1 and not burst:
-        pool = WorkerPool([queue], connection=connection, num_workers=count, serializer=JSONSerializer)
+        pool = WorkerPool([queue], connection=connection, num_workers=count, serializer=JSONSerializer,
+                          worker_class=ChatgateWorker)
         pool.start(logging_level=settings.log_level.upper())
     else:
-        Worker([queue], connection=connection, serializer=JSONSerializer).work(
+        ChatgateWorker([queue], connection=connection, serializer=JSONSerializer).work(
             burst=burst, with_scheduler=True, logging_level=settings.log_level.upper())
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def reconcile(as_json):
+    """Run one pass of the reconciler now and say what it did.
+
+    It re-queues questions whose job was lost (Redis restarted or wiped), restarts tries whose worker
+    died, gives up questions whose tries are spent (refunded, the user told), retries pushes that
+    failed and expires answers nobody fetched. `chatgate worker` runs it on its own schedule; this is
+    for the operator after an outage, or for a cron job where no worker runs it. Needs Redis.
+    """
+    from handlers.app import configure_logging
+    from workers.answer import Context
+    from workers.reconcile import reconcile as one_pass
+
+    settings = with_running_redis(_settings())
+    configure_logging(settings)
+    try:
+        ctx = Context(settings)
+        ctx.redis.ping()
+    except Exception as exc:
+        raise click.ClickException(f"cannot reach Redis: {exc}") from None
+    try:
+        counts = {k: v for k, v in one_pass(ctx).items() if v}
+    finally:
+        ctx.close()
+    if as_json:
+        click.echo(json.dumps(counts, indent=2))
+    elif counts:
+        for what, n in sorted(counts.items()):
+            click.echo(f"{what:32} {n}")
+    else:
+        click.echo("nothing to reconcile")
 
 
 @main.command("feishu-connect")

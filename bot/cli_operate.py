@@ -9,7 +9,6 @@ change is a ledger row whose actor is `cli:<login name>`.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import getpass
 import json
 import os
@@ -24,7 +23,7 @@ from rich.table import Table
 
 from bot import codes as codes_mod
 from bot import members
-from bot.cli import _settings, embedded_redis_dir, main
+from bot.cli import _settings, main, with_running_redis
 from bot.errors import ChatgateError
 
 NOTE = click.option("--note", default="", help="Why: kept in the ledger row.")
@@ -331,12 +330,7 @@ def stats(days, as_json):
 def _failed_registry():
     from workers.queue import answer_queue, connect
 
-    settings = _settings()
-    if not settings.redis_url:  # the embedded Redis of a running `chatgate up`, if there is one
-        from bot.embedded_redis import EmbeddedRedis
-
-        url = EmbeddedRedis.running_in(embedded_redis_dir(settings.db_path))
-        settings = dataclasses.replace(settings, redis_url=url) if url else settings
+    settings = with_running_redis(_settings())
     try:
         connection = connect(settings)
         connection.ping()
@@ -413,7 +407,7 @@ def jobs_retry(job_id, retry_all):
         for jid, job in found:
             delivery_id = _job_facts(job).get("delivery_id")
             if delivery_id is not None:
-                store.reopen_delivery(delivery_id)
+                store.reopen(delivery_id)
             job.retries_left = len(job.retry_intervals or [])
             registry.requeue(job)
             click.echo(f"requeued {jid}" + (f" (delivery {delivery_id})" if delivery_id is not None else ""))

@@ -66,6 +66,17 @@ def _fold(word: str) -> str:
     return unicodedata.normalize("NFKC", word).casefold()
 
 
+def is_word(text: str, word: str) -> bool:
+    """True when `text` is just `word`: in any case, full- or half-width, with spaces around and
+    trailing punctuation (a voice transcript of `继续` reads `继续。`)."""
+    def bare(value: str) -> str:
+        folded = _fold(value).strip()
+        while folded and (unicodedata.category(folded[-1]).startswith("P") or folded[-1].isspace()):
+            folded = folded[:-1]
+        return folded.strip()
+    return bool(word) and bare(text) == bare(word)
+
+
 def run(store, command: Command, admission: Admission, settings: Settings) -> str:
     """Carry out a command for the admitted user and return the reply text."""
     if command.name == "me":

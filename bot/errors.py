@@ -8,6 +8,7 @@
     ├── BatchExists        a new batch of codes under a name already taken
     └── AnswerFailed       an answer could not be produced or sent
         ├── TransientFailure   worth another try (timeouts, 5xx, rate limits)
+        │   └── TryKilled      the process of a try was killed (out of memory, a timeout kill)
         └── PermanentFailure   trying again will not help (bad key, rejected request)
 """
 
@@ -46,3 +47,7 @@ class TransientFailure(AnswerFailed):
 
 class PermanentFailure(AnswerFailed):
     """A failure another try will not cure: authentication, a rejected request, a blocked user."""
+
+
+class TryKilled(TransientFailure):
+    """The process answering was killed by a signal before the try could settle itself."""

@@ -27,8 +27,15 @@ class Decision:
         return self.admission.queued
 
 
-def decide(store: Store, msg: IncomingMessage, settings: Settings) -> Decision:
-    """Admit `msg` and choose the immediate reply. A re-delivery gets no reply and no charge."""
+def decide(store: Store, msg: IncomingMessage, settings: Settings, *, fetch: bool = False) -> Decision:
+    """Admit `msg` and choose the immediate reply. A re-delivery gets no reply and no charge.
+
+    `fetch`: the message asks for answers already on their way (WeChat's `继续`): recorded under the
+    command name `fetch`, never charged; what it gets back is the platform's business.
+    """
+    if fetch:
+        return Decision(store.admit(msg, free_trial=settings.free_trial, charge=False, command="fetch",
+                                    welcome_days=settings.welcome_days))
     command = commands.parse(msg.text, settings) if msg.kind == TEXT else None
     admission = store.admit(msg, free_trial=settings.free_trial, charge=msg.kind == TEXT,
                             command=command.name if command else None, welcome_days=settings.welcome_days)

@@ -49,7 +49,8 @@ class Admission:
       trial      one answer was reserved from the free trial; queue the question
       member     the user is a member; queue the question
       exhausted  trial used up and no membership; reply with the trial-over text
-      command    an in-chat command (`me`, `reset`, `redeem`, `help`); answered at once, not charged
+      command    an in-chat command (`me`, `reset`, `redeem`, `help`) or a fetch (`继续`); answered at
+                 once, not charged
       recorded   not a question (event, media); recorded, nothing charged
     """
 
@@ -59,6 +60,8 @@ class Admission:
     trial_left: int = 0
     member_until: float | None = None
     new_user: bool = False
+    post: int = 1
+    """Which delivery of the message this is (1 for the first; WeChat posts a message up to 3 times)."""
 
     @property
     def queued(self) -> bool:

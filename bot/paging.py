@@ -30,3 +30,14 @@ def split_text(text: str, limit: int) -> list[str]:
     return [p for p in parts if p.strip()] or [text]
 
 
+
+
+def fit_pages(pages: list[str], max_pages: int, note: str, limit: int) -> list[str]:
+    """At most `max_pages` pages; when some had to go, the last kept page ends with `note` (and is
+    shortened to make room for it within `limit` bytes)."""
+    if len(pages) <= max_pages:
+        return pages
+    last = pages[max_pages - 1]
+    while last and len((last + note).encode("utf-8")) > limit:
+        last = last[:-20]
+    return pages[:max_pages - 1] + [last + note]

@@ -1,15 +1,50 @@
 """User-facing texts that are not settings (the configurable ones live in config/settings.py)."""
 
-APOLOGY = "Sorry, I could not answer that just now. Your free answer was not used; please ask again."
+APOLOGY = ("抱歉，暂时无法回答“{question}”，这次没有扣除免费次数，请稍后再问。\n"
+           "Sorry, I could not answer “{question}” just now. Your free answer was not used; please ask again.")
 """Sent when the last try of an answer fails; the reserved trial answer has been refunded."""
 
-APOLOGY_MEMBER = "Sorry, I could not answer that just now; please ask again."
-"""The same, for members (nothing was charged)."""
+APOLOGY_MEMBER = ("抱歉，暂时无法回答“{question}”，请稍后再问。\n"
+                  "Sorry, I could not answer “{question}” just now; please ask again.")
+"""The same, for members and questions that were not charged."""
+
+EXPIRED = ("“{question}”的回答等待领取超时，已作废，免费次数已退还，请重新提问。\n"
+           "The answer to “{question}” waited too long to be fetched and was dropped; your free answer "
+           "was returned. Please ask again.")
+"""Left for the user's next message when an answer nobody fetched expires; the trial answer was refunded."""
+
+EXPIRED_MEMBER = ("“{question}”的回答等待领取超时，已作废，请重新提问。\n"
+                  "The answer to “{question}” waited too long to be fetched and was dropped; please ask again.")
+"""The same, for members and questions that were not charged."""
+
+QUOTE_CHARS = 30
+"""How much of the question an apology quotes, so the user knows which one it is about."""
+
+
+def quote(question: str) -> str:
+    """The start of a question, on one line, for an apology."""
+    line = " ".join(question.split())
+    return line if len(line) <= QUOTE_CHARS else line[:QUOTE_CHARS] + "…"
+
+
+def apology(question: str) -> dict[str, str]:
+    """The apology for a question that could not be answered, by what it was charged."""
+    q = quote(question)
+    return {"trial": APOLOGY.format(question=q), "member": APOLOGY_MEMBER.format(question=q),
+            "none": APOLOGY_MEMBER.format(question=q)}
+
+
+def expired(question: str) -> dict[str, str]:
+    """The note for an answer that expired unfetched, by what it was charged."""
+    q = quote(question)
+    return {"trial": EXPIRED.format(question=q), "member": EXPIRED_MEMBER.format(question=q),
+            "none": EXPIRED_MEMBER.format(question=q)}
+
 
 TEXT_ONLY = "I can only read text messages for now; please type your question."
 """Reply to images, video, files and other media; not charged."""
 
-TRUNCATED = "\n…(answer cut short: it was longer than WeChat allows)"
+TRUNCATED = "\n…(answer cut short: it was longer than the platform allows)"
 """Appended to the last part of an answer that did not fit into the platform's message budget."""
 
 DEMO_PREFIX = "[demo: no LLM is configured, set OPENAI_API_KEY] "

@@ -143,7 +143,11 @@ VARIABLES: tuple[Var, ...] = (
     Var("CHATGATE_HISTORY_CHARS", "history_chars", _positive_int, 4000,
         "Upper bound on the characters of history sent (oldest turns are dropped first)."),
     Var("CHATGATE_RETRY_DELAYS", "retry_delays", _delays, (10, 30, 60),
-        "Seconds between tries of a failed answer (LLM or send error); one retry per number."),
+        "Seconds between tries of a failed answer (an LLM error or a killed worker); one retry per number."),
+    Var("CHATGATE_RECONCILE_INTERVAL", "reconcile_interval", _seconds, 30.0,
+        "Seconds between passes of the reconciler (run by `chatgate worker`), which re-queues questions "
+        "whose job was lost, restarts tries whose worker died, retries failed pushes and expires "
+        "answers nobody fetched."),
     Var("CHATGATE_FREE_TRIAL", "free_trial", _positive_int, 10, "Free answers for each new user."),
     Var("CHATGATE_WELCOME_TEXT", "welcome_text", _text,
         "Welcome! Ask me anything. You have {free_trial} free answers.",
@@ -242,6 +246,7 @@ class Settings:
     history_turns: int = 6
     history_chars: int = 4000
     retry_delays: tuple[int, ...] = (10, 30, 60)
+    reconcile_interval: float = 30.0
     free_trial: int = 10
     welcome_text: str = ""
     trial_over_text: str = ""
@@ -305,6 +310,11 @@ class Settings:
     @property
     def job_timeout(self) -> int:
         return int(self.llm_timeout) + 30
+
+    @property
+    def max_tries(self) -> int:
+        """Tries an answer gets: the first and one per retry delay."""
+        return 1 + len(self.retry_delays)
 
     @property
     def tz(self) -> zoneinfo.ZoneInfo:

@@ -12,11 +12,12 @@ import threading
 
 from flask import Flask, Response, abort
 
-from bot.errors import ChatgateError
 from bot.gate import decide, job_facts
 from bot.store import Store
 from config import Settings, load_settings
-from workers.queue import answer_queue, connect, enqueue_answer, enqueue_notice
+from handlers.senders import sender_for
+from workers.queue import answer_queue, connect, enqueue_answer
+from workers.wakeups import Wakeups
 
 log = logging.getLogger("chatgate.web")
 
@@ -28,10 +29,6 @@ def configure_logging(settings: Settings) -> None:
     """One log format for web, worker and CLI; secrets are never passed to the logger."""
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-class QueueUnavailable(ChatgateError):
-    """Redis refused the job; the admission was undone and the platform should retry (503)."""
 
 
 def _thread_local():
@@ -55,8 +52,10 @@ class Runtime:
         self.settings = settings
         self._local = _thread_local()
         self._platforms: dict = {}
+        self._senders: dict = {}
         self.redis = connect(settings)
         self.queue = answer_queue(settings, self.redis)
+        self.wakeups = Wakeups(self.redis)
         Store(settings.db_path).close()  # create the file and apply migrations once, up front
 
     def platform(self, name: str, enabled: bool, missing: str, build):
@@ -68,6 +67,12 @@ class Runtime:
             self._platforms[name] = build()
         return self._platforms[name]
 
+    def sender(self, platform: str):
+        """The platform's sender (its push policy: may this account push now?), built once."""
+        if platform not in self._senders:
+            self._senders[platform] = sender_for(platform, self.settings, self.redis)
+        return self._senders[platform]
+
     @property
     def store(self) -> Store:
         store = getattr(self._local, "store", None)
@@ -75,29 +80,30 @@ class Runtime:
             store = self._local.store = Store(self.settings.db_path, migrate=False)
         return store
 
-    def admit_and_enqueue(self, msg):
-        """Admission, then the job; if the queue is down the admission is undone and
-        `QueueUnavailable` raised, so the platform's retry is admitted afresh (the web app answers
-        503, which makes WeChat and Feishu try again)."""
-        decision = decide(self.store, msg, self.settings)
+    def accept(self, msg, *, fetch: bool = False):
+        """Admission, then the job. Once admitted, a question stays admitted: if Redis refuses the
+        job, the store still holds the delivery and the reconciler queues it when Redis is back."""
+        decision = decide(self.store, msg, self.settings, fetch=fetch)
         a = decision.admission
         if decision.enqueue:
-            try:
-                enqueue_answer(self.queue, self.settings, job_facts(msg, a))
-            except Exception as exc:
-                self.store.revert_admission(a.delivery_id, f"queue unavailable: {type(exc).__name__}")
-                log.error("%s msg=%s user=u%s: queue unavailable (%s); admission undone",
-                          msg.platform, msg.message_key, a.user_id, exc)
-                raise QueueUnavailable(str(exc)) from None
-        log.info("%s msg=%s user=u%s kind=%s outcome=%s trial_left=%s", msg.platform, msg.message_key,
-                 a.user_id, msg.kind, a.outcome, a.trial_left)
+            self.enqueue(msg, a)
+        log.info("%s msg=%s user=u%s kind=%s outcome=%s trial_left=%s%s", msg.platform, msg.message_key,
+                 a.user_id, msg.kind, a.outcome, a.trial_left, f" post={a.post}" if a.post > 1 else "")
         return decision
 
-    def enqueue_notice(self, msg, text: str) -> None:
-        """Send an immediate reply (trial over, text only, a command's answer) through the worker,
-        for platforms that cannot reply inside the webhook's response (Feishu)."""
-        enqueue_notice(self.queue, {"platform": msg.platform, "user": msg.user, "chat": msg.chat,
-                                    "message_key": msg.message_key, "text": text})
+    def enqueue(self, msg, admission) -> None:
+        """Queue the delivery's job; a Redis failure is logged and left to the reconciler."""
+        try:
+            enqueue_answer(self.queue, self.settings, job_facts(msg, admission))
+        except Exception as exc:
+            log.error("%s msg=%s delivery=%s: the queue is unavailable (%s); the reconciler will queue it",
+                      msg.platform, msg.message_key, admission.delivery_id, type(exc).__name__)
+
+    def push_notice(self, msg, admission, text: str) -> None:
+        """An immediate reply on a platform that cannot answer inside the webhook's response (Feishu):
+        a notice page of the delivery, pushed by its job (or, if that is lost, by the reconciler)."""
+        self.store.add_notice(admission.delivery_id, text, push_due=True)
+        self.enqueue(msg, admission)
 
 
 def create_app(settings: Settings | None = None, **overrides) -> Flask:
@@ -118,10 +124,6 @@ def create_app(settings: Settings | None = None, **overrides) -> Flask:
         runtime.redis.ping()
         runtime.store.count("users")
         return {"ok": True}
-
-    @app.errorhandler(QueueUnavailable)
-    def queue_unavailable(exc):
-        return Response("503 the queue is unavailable; please retry\n", status=503, mimetype="text/plain")
 
     @app.errorhandler(403)
     @app.errorhandler(400)

@@ -1,7 +1,9 @@
 """The outbound side of each platform, picked by platform name.
 
-A sender splits an answer into parts the platform accepts and sends one part at a time, raising
-`TransientFailure` (worth a retry) or `PermanentFailure`. Workers only ever see this interface.
+A sender cuts an answer into the pages the platform takes, says whether it may push now, and pushes
+one page at a time, raising `TransientFailure` (worth another try later) or `PermanentFailure` (this
+way will not work; `waits_after` says whether the page can still go out in a passive reply).
+Workers only ever see this interface (`workers/deliver.py` pushes the pages).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
+from bot.errors import PermanentFailure
 from config import Settings
 
 log = logging.getLogger("chatgate.outbox")
@@ -16,25 +19,49 @@ log = logging.getLogger("chatgate.outbox")
 
 class Sender(Protocol):
     platform: str
-    max_parts: int
+    push_budget: int | None
+    """Pushes allowed per delivery (WeChat: 5 per user message); None: no limit."""
+    keep_s: float
+    """How long an answer may wait to go out before it expires (refunded, the user told)."""
 
-    def split(self, text: str) -> list[str]: ...
+    def paginate(self, answer: str) -> list[str]:
+        """The pages an answer goes out as."""
 
-    def send(self, user: str, text: str, *, chat: str = "", message_key: str = "") -> None: ...
+    def with_more_hint(self, text: str) -> str:
+        """A pushed page after which more wait than the budget allows, with the hint to fetch them."""
+
+    def may_push(self) -> bool:
+        """True when pages may be pushed now (not only passively replied)."""
+
+    def waits_after(self, exc: PermanentFailure) -> bool:
+        """After this refusal, can the page still go out another way (a passive reply)?"""
+
+    def send(self, user: str, text: str, *, chat: str = "", message_key: str = "", idem: str = "") -> None:
+        """Push one text to the user (as a reply to `message_key` where the platform has replies)."""
 
 
 class LogSender:
     """Development only: writes what would be sent to the log, for a platform with no credentials."""
 
-    max_parts = 5
+    push_budget = None
+    keep_s = 86400
 
     def __init__(self, platform: str):
         self.platform = platform
 
-    def split(self, text: str) -> list[str]:
-        return [text]
+    def paginate(self, answer: str) -> list[str]:
+        return [answer]
 
-    def send(self, user: str, text: str, *, chat: str = "", message_key: str = "") -> None:
+    def with_more_hint(self, text: str) -> str:
+        return text
+
+    def may_push(self) -> bool:
+        return True
+
+    def waits_after(self, exc: PermanentFailure) -> bool:
+        return False
+
+    def send(self, user: str, text: str, *, chat: str = "", message_key: str = "", idem: str = "") -> None:
         log.info("[dev outbox] %s:%s ← %s", self.platform, user, text)
 
 

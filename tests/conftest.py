@@ -8,7 +8,6 @@ import signal
 
 import pytest
 from redis import Redis
-from rq import Worker
 from rq.serializers import JSONSerializer
 
 from tests import wechat_sim
@@ -104,13 +103,15 @@ def store(env):
 
 @pytest.fixture
 def run_worker(env, redis_url):
-    """Run a real (forking) RQ worker in burst mode until the queue is empty."""
-    def run():
+    """Run chatgate's real (forking) RQ worker in burst mode until the queue is empty."""
+    from workers.worker import ChatgateWorker
+
+    def run(with_scheduler: bool = False):
         handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         connection = Redis.from_url(redis_url)
-        worker = Worker(["chatgate"], connection=connection, serializer=JSONSerializer)
+        worker = ChatgateWorker(["chatgate"], connection=connection, serializer=JSONSerializer)
         try:
-            worker.work(burst=True)
+            worker.work(burst=True, with_scheduler=with_scheduler)
         finally:  # RQ installs its own signal handlers in this process
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)

@@ -166,13 +166,32 @@ def test_the_trial_over_text_is_sent_as_a_reply(feishu, run_worker, fake_feishu,
         "Your 1 free answers are used up. Become a member to keep asking.", "echo: first"]
 
 
-def test_a_reply_that_fails_for_good_refunds_and_apologises(feishu, run_worker, fake_feishu, store):
+def test_a_reply_that_keeps_failing_is_kept_and_pushed_once_when_feishu_recovers(feishu, run_worker, fake_feishu,
+                                                                                   fake_llm, store):
+    from tests.test_wechat_flow import reconcile_later
+
     fake_feishu.fail_reply(99991400, times=None, status=429)  # rate limited on every try
     feishu(fs.message_event(text="hello?", sender=USER))
     run_worker()
     assert fake_feishu.replies == []
+    [d] = store.deliveries()
+    assert d["status"] == "answered" and store.find_user("feishu", USER)["trial_used"] == 1  # kept, not lost
+    fake_feishu.reset()  # Feishu recovers
+    assert reconcile_later(store, seconds=61)["pushes queued again"] == 1
+    run_worker()
+    assert [text for _, text, _ in fake_feishu.replies] == ["echo: hello?"]
+    assert store.deliveries()[0]["status"] == "delivered" and len(fake_llm.calls) == 1
+
+
+def test_a_reply_refused_for_good_refunds_and_the_apology_is_dropped(feishu, run_worker, fake_feishu, store):
+    fake_feishu.fail_reply(230002, times=None)  # the bot was removed from the chat
+    feishu(fs.message_event(text="hello?", sender=USER))
+    run_worker()
+    assert fake_feishu.replies == []
     assert store.find_user("feishu", USER)["trial_used"] == 0
-    assert store.deliveries()[0]["status"] == "failed"
+    [d] = store.deliveries()
+    assert d["status"] == "failed" and d["due_at"] is None
+    assert [(p["kind"], p["state"]) for p in store.pages(d["id"])] == [("answer", "cancelled"), ("notice", "cancelled")]
 
 
 # -- the challenge and bad input ---------------------------------------------------------------

@@ -158,6 +158,8 @@ def test_an_answer_beyond_the_push_budget_sends_five_pages_and_keeps_the_rest_fo
     pushed = [content for _, content in fake_wechat.sent]
     assert len(pushed) == 5
     assert all(len(p.encode()) <= 2048 for p in pushed)
+    assert pushed[-1].endswith(more)  # the last push the budget allows says how to get the rest
+    pushed[-1] = pushed[-1].removesuffix("\n\n" + more)
     fetched = []
     for i in range(5):
         reply = wechat_sim.read_reply(post(text_xml(OPENID, "继续", 5100 + i)).get_data(as_text=True))["Content"]
@@ -167,7 +169,7 @@ def test_an_answer_beyond_the_push_budget_sends_five_pages_and_keeps_the_rest_fo
     user = store.find_user("wechat", OPENID)
     assert user["trial_used"] == 1  # 继续 is not a question
     assert store.deliveries(user["id"])[0]["status"] == "delivered"
-    assert store.deliveries(user["id"])[0]["parts_sent"] == 10
+    assert [p["via"] for p in store.pages(store.deliveries(user["id"])[0]["id"])] == ["push"] * 5 + ["reply"] * 5
     assert post(text_xml(OPENID, "继续", 5200)).get_data(as_text=True) == "success"  # now a question again
 
 
@@ -190,12 +192,14 @@ def test_subscribe_gets_the_welcome_and_events_are_recorded_once(post, fake_llm,
     res = post(wechat_sim.event_xml(OPENID, "subscribe", 1700000000))
     assert wechat_sim.read_reply(res.get_data(as_text=True))["Content"] == (
         "Welcome! Ask me anything. You have 10 free answers.")
-    assert post(wechat_sim.event_xml(OPENID, "subscribe", 1700000000)).get_data(as_text=True) == "success"
+    again = post(wechat_sim.event_xml(OPENID, "subscribe", 1700000000))  # WeChat posts again: no reply reached it
+    assert wechat_sim.read_reply(again.get_data(as_text=True))["Content"].startswith("Welcome!")
     assert post(wechat_sim.event_xml(OPENID, "CLICK", 1700000001, key="MENU_1")).get_data(as_text=True) == "success"
     assert post(wechat_sim.event_xml(OPENID, "unsubscribe", 1700000002)).get_data(as_text=True) == "success"
     user = store.find_user("wechat", OPENID)
     assert user["unsubscribed_at"] is not None
     assert [d["kind"] for d in store.deliveries(user["id"])] == ["subscribe", "click", "unsubscribe"]
+    assert len(store.pages(store.deliveries(user["id"])[0]["id"])) == 1  # one welcome, served twice
     assert user["trial_used"] == 0
     assert fake_llm.calls == []
 
@@ -211,34 +215,41 @@ def test_an_answer_with_cdata_end_survives_the_passive_reply(post, env, monkeypa
     assert wechat_sim.read_reply(res.get_data(as_text=True))["Content"] == "buy at https://shop.example/?a=]]>&b=1"
 
 
-def test_queue_down_means_503_and_no_charge(env, monkeypatch, store):
-    monkeypatch.setenv("REDIS_URL", "unix:///nonexistent/redis.sock")
-    from config import load_settings
-    from handlers.app import Runtime, create_app
-
-    settings = load_settings()
-    app = create_app(settings)
-    assert isinstance(app.extensions["chatgate"], Runtime)
-    signed = wechat_sim.sign_encrypted(text_xml(OPENID, "hello?", 7001))
-    res = app.test_client().post(signed.path, data=signed.body)
-    assert res.status_code == 503
-    user = store.find_user("wechat", OPENID)
-    assert user["trial_used"] == 0
-    assert [r["kind"] for r in store.ledger(user["id"])] == ["trial_start", "trial_use", "trial_refund"]
-
-
-def test_the_retry_after_a_queue_outage_is_admitted_and_answered(env, monkeypatch, run_worker, fake_wechat,
-                                                                 store):
+def test_a_question_admitted_while_redis_is_down_is_queued_by_the_reconciler(env, monkeypatch, run_worker,
+                                                                             fake_wechat, fake_llm, store):
     from handlers.app import create_app
 
-    signed = wechat_sim.sign_encrypted(text_xml(OPENID, "hello again", 7002))
+    signed = wechat_sim.sign_encrypted(text_xml(OPENID, "hello?", 7001))
     monkeypatch.setenv("REDIS_URL", "unix:///nonexistent/redis.sock")
-    assert create_app().test_client().post(signed.path, data=signed.body).status_code == 503
+    assert create_app().test_client().post(signed.path, data=signed.body).status_code == 200
+    user = store.find_user("wechat", OPENID)
+    [d] = store.deliveries(user["id"])
+    assert d["status"] == "queued" and user["trial_used"] == 1  # admitted once, in the store
     monkeypatch.setenv("REDIS_URL", env["REDIS_URL"])
+    # WeChat posts again while the job is still missing: the same question, not a second one
     assert create_app().test_client().post(signed.path, data=signed.body).status_code == 200
     run_worker()
-    assert fake_wechat.sent == [(OPENID, "echo: hello again")]
-    assert store.find_user("wechat", OPENID)["trial_used"] == 1
+    assert fake_llm.calls == []  # nothing in the queue yet
+    reconcile_later(store, seconds=61)
+    run_worker()
+    assert fake_wechat.sent == [(OPENID, "echo: hello?")]
+    user = store.find_user("wechat", OPENID)
+    assert user["trial_used"] == 1 and len(store.deliveries(user["id"])) == 1
+
+
+def reconcile_later(store, seconds: float):
+    """Run one reconciler pass as if `seconds` had passed."""
+    import time
+
+    from config import load_settings
+    from workers.answer import Context
+    from workers.reconcile import reconcile
+
+    ctx = Context(load_settings())
+    try:
+        return reconcile(ctx, now=time.time() + seconds)
+    finally:
+        ctx.close()
 
 
 def test_the_database_is_owner_only(app, env):
@@ -286,25 +297,20 @@ def test_an_llm_slower_than_the_deadline_is_retried_then_refunded(post, run_work
     assert store.find_user("wechat", OPENID)["trial_used"] == 0
 
 
-def test_a_pending_answer_nobody_fetches_is_refunded(post, run_worker, fake_wechat, monkeypatch, redis_url, store):
-    import time
-
-    from redis import Redis
-    from rq import Worker
-    from rq.serializers import JSONSerializer
-
+def test_a_pending_answer_nobody_fetches_is_refunded_and_the_user_told_later(post, run_worker, fake_wechat,
+                                                                            monkeypatch, store):
     monkeypatch.setenv("WECHAT_REPLY_MODE", "passive")
-    monkeypatch.setenv("WECHAT_PENDING_TTL", "1")
     post(text_xml(OPENID, "never fetched", 9101))
     run_worker()
     user = store.find_user("wechat", OPENID)
     assert store.deliveries(user["id"])[0]["status"] == "answered" and fake_wechat.sent == []
-    time.sleep(1.2)
-    Worker(["chatgate"], connection=Redis.from_url(redis_url), serializer=JSONSerializer).work(
-        burst=True, with_scheduler=True)  # the scheduler moves the due expiry job to the queue
-    assert store.deliveries(user["id"])[0]["status"] == "failed"
+    counts = reconcile_later(store, seconds=2 * 86400 + 1)  # past WECHAT_PENDING_TTL
+    assert counts["answers expired"] == 1
+    assert store.deliveries(user["id"])[0]["status"] == "expired"
     assert store.find_user("wechat", OPENID)["trial_used"] == 0
-    assert post(text_xml(OPENID, "继续", 9102)).get_data(as_text=True) == "success"  # nothing pending now
+    reply = wechat_sim.read_reply(post(text_xml(OPENID, "继续", 9102)).get_data(as_text=True))["Content"]
+    assert "never fetched" in reply and "echo:" not in reply  # told, and never the expired answer
+    assert post(text_xml(OPENID, "继续", 9103)).get_data(as_text=True) == "success"  # nothing pending now
 
 
 @pytest.mark.parametrize("errcode", [45015, 45047])

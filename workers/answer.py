@@ -1,30 +1,32 @@
-"""The answer job: history → LLM → store the answer → send it → mark delivered.
+"""The job of a delivery: answer the question if it waits for a try, then push what it has ready.
 
-Safe to run twice: a delivery that is already answered is only (re)sent from the first part not
-yet sent, and a finished one is left alone. `answer_failed` is RQ's failure callback; it acts only
-on the last try, when it refunds the reserved trial answer and tells the user.
+Safe to run twice, or side by side: a try is taken with a conditional write (`start_answer`), the
+answer is stored only by the try that holds the question, and each page is claimed before it is
+sent (see `bot/delivery.py`). A failed try gives the question back for RQ's retry; the last one (or
+a permanent error) gives it up: refunded, and the apology is a page like any other.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from datetime import timedelta
+import time
 from functools import lru_cache
 
 from rq import get_current_job
 
 from bot import texts
-from bot.errors import DeliveryGone, PermanentFailure
+from bot.delivery import IN_FLIGHT, RETRY_GRACE_S
+from bot.errors import DeliveryGone, PermanentFailure, TransientFailure
 from bot.store import Store
 from config import Settings, load_settings
 from handlers.senders import sender_for
+from workers.deliver import RETRY, push_pages
 from workers.llm import llm_for
-from workers.queue import EXPIRE_JOB, answer_queue, connect
+from workers.queue import answer_queue, connect
+from workers.wakeups import Wakeups
 
 log = logging.getLogger("chatgate.worker")
-
-FINISHED = ("delivered", "failed", "refused", "reverted", "recorded")
 
 
 class Context:
@@ -34,9 +36,14 @@ class Context:
         self.settings = settings
         self.store = Store(settings.db_path, migrate=False)
         self.redis = connect(settings)
+        self.wakeups = Wakeups(self.redis)
         self.llm = llm_for(settings)
         self.queue = answer_queue(settings, self.redis)
         self._senders: dict = {}
+
+    def close(self) -> None:
+        self.store.close()
+        self.redis.close()
 
     def sender(self, platform: str):
         if platform not in self._senders:
@@ -60,119 +67,112 @@ def build_messages(settings: Settings, history: list[dict], question: str) -> li
     return messages + history + [{"role": "user", "content": question}]
 
 
-def fit_parts(sender, answer: str) -> list[str]:
-    """The parts an answer goes out as, within the sender's per-question message budget."""
-    parts = sender.split(answer)
-    if len(parts) <= sender.max_parts:
-        return parts
-    kept = parts[:sender.max_parts]
-    last = kept[-1]
-    while last and len(sender.split(last + texts.TRUNCATED)) > 1:  # make room for the note
-        last = last[:-20]
-    return kept[:-1] + [last + texts.TRUNCATED]
-
-
 def answer_job(facts: dict) -> str:
-    """Answer one admitted question (see module docstring). Returns what happened, for RQ's result."""
+    """Answer one delivery's question if it waits for a try, then push its ready pages. Returns what
+    happened, for RQ's result: answered and `delivered`/`waiting`/`retry`, or `busy` (another try
+    holds it), `stale` (this try lost its lease), `failed`."""
     ctx = context()
     delivery_id = facts["delivery_id"]
     d = ctx.store.delivery(delivery_id)
     if d is None:
         raise DeliveryGone(f"delivery {delivery_id} is not in the store")
-    if d["status"] in FINISHED:
-        log.info("delivery %s already %s; nothing to do", delivery_id, d["status"])
-        return d["status"]
-    sender = ctx.sender(d["platform"])
+    if d["status"] in IN_FLIGHT:
+        outcome = answer(ctx, d)
+        if outcome != "answered":
+            return outcome
+    return deliver(ctx, delivery_id)
+
+
+def answer(ctx: Context, d: dict) -> str:
+    """One try at the question: `answered`, `busy`, `stale`; a failed try raises after settling."""
+    settings = ctx.settings
+    attempt = ctx.store.start_answer(d["id"], job_timeout=settings.job_timeout)
+    if attempt is None:
+        log.info("delivery %s is being answered by another try; nothing to do", d["id"])
+        return "busy"
     try:
-        if d["status"] == "queued":
-            history = ctx.store.history(d["user_id"], d["chat"], turns=ctx.settings.history_turns,
-                                        max_chars=ctx.settings.history_chars)
-            answer = ctx.llm.complete(build_messages(ctx.settings, history, d["question"]))
-            ctx.store.record_answer(delivery_id, answer)
-            d = ctx.store.delivery(delivery_id)
-            log.info("delivery %s answered by %s (%d chars)", delivery_id, ctx.llm.model, len(answer))
-        if hasattr(sender, "deliver"):  # platforms with their own delivery rules; may return "pending"
-            outcome = sender.deliver(ctx.store, d)
-        else:
-            outcome = send_parts(ctx.store, sender, d)
-    except PermanentFailure:
-        job = get_current_job()
-        if job is not None:
-            job.retries_left = 0  # no point in trying again; the failure callback gives up now
+        history = ctx.store.history(d["user_id"], d["chat"], turns=settings.history_turns,
+                                    max_chars=settings.history_chars)
+        text = ctx.llm.complete(build_messages(settings, history, d["question"]))
+    except Exception as exc:
+        settle_failed_try(ctx, d["id"], attempt, exc)
         raise
-    if outcome == "pending":
-        ctx.queue.enqueue_in(timedelta(seconds=sender.pending_ttl), EXPIRE_JOB,
-                             {"delivery_id": delivery_id}, job_id=f"expire-{delivery_id}", result_ttl=600)
-        log.info("delivery %s answered; waiting for the platform to take it (reply or fetch)", delivery_id)
-    else:
-        log.info("delivery %s delivered to %s:u%s", delivery_id, d["platform"], d["user_id"])
-    return outcome
-
-
-def send_parts(store: Store, sender, d: dict) -> str:
-    """Send an answer as parts, resuming after the parts an earlier try already sent."""
-    parts = fit_parts(sender, d["answer"])
-    for i in range(d["parts_sent"], len(parts)):
-        sender.send(d["user_external_id"], parts[i], chat=d["chat"], message_key=d["message_key"])
-        store.add_parts_sent(d["id"], 1)
-    store.mark_delivered(d["id"])
-    return "delivered"
-
-
-def expire_pending(facts: dict) -> str:
-    """An answer nobody fetched within the pending TTL: refunded if no page of it reached the user."""
-    ctx = context()
-    d = ctx.store.delivery(facts["delivery_id"])
-    if d is None or d["status"] != "answered":
-        return "nothing to do"
     sender = ctx.sender(d["platform"])
-    if hasattr(sender, "forget_pending"):
-        sender.forget_pending(d["user_external_id"], d["id"])
-    if d["parts_sent"] > 0:
-        ctx.store.mark_delivered(d["id"])
-        return "partly delivered"
-    ctx.store.fail_delivery(d["id"], "answer expired unfetched")
-    log.info("delivery %s expired unfetched; refunded", d["id"])
-    return "refunded"
+    if not ctx.store.record_answer(d["id"], attempt, text, sender.paginate(text), keep_s=sender.keep_s):
+        log.warning("delivery %s: try %s lost the question to another try; its answer is dropped", d["id"], attempt)
+        return "stale"
+    ctx.wakeups.notify(d["id"])
+    log.info("delivery %s answered by %s (%d chars, try %s)", d["id"], ctx.llm.model, len(text), attempt)
+    return "answered"
 
 
-def give_up(ctx: Context, delivery_id: int, reason: str) -> bool:
-    """Mark a delivery failed, refund its trial answer and apologise to the user, once.
+def settle_failed_try(ctx: Context, delivery_id: int, attempt: int, exc: Exception, *, job=None,
+                      push: bool = True) -> None:
+    """A try failed: give the question back for the next try, or give it up after the last one or a
+    permanent error (then RQ is told not to retry `job`, by default the current one)."""
+    reason = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, PermanentFailure) or attempt >= ctx.settings.max_tries:
+        job = job or get_current_job()
+        if job is not None:
+            job.retries_left = 0
+        give_up(ctx, delivery_id, reason, attempt=attempt, push=push)
+        return
+    delay = ctx.settings.retry_delays[min(attempt, len(ctx.settings.retry_delays)) - 1]
+    ctx.store.release_answer(delivery_id, attempt, error=reason, retry_at=time.time() + delay + RETRY_GRACE_S)
+    log.info("delivery %s: try %s of %s failed (%s); trying again in %ss", delivery_id, attempt,
+             ctx.settings.max_tries, reason, delay)
 
-    Returns False when the delivery had already finished (a second call does nothing).
-    """
-    charge = ctx.store.fail_delivery(delivery_id, reason)
+
+def give_up(ctx: Context, delivery_id: int, reason: str, *, attempt: int | None = None, push: bool = True) -> bool:
+    """Give the question up, once: refunded, and the apology left as a page, which a webhook holding
+    the question takes or which is pushed now (`push`) or by a job the caller queues. False if it had
+    already finished."""
+    d = ctx.store.delivery(delivery_id)
+    charge = ctx.store.give_up(delivery_id, reason=reason, apology=texts.apology(d["question"]), attempt=attempt)
     if charge is None:
         return False
-    d = ctx.store.delivery(delivery_id)
     log.warning("delivery %s failed for good (%s); %s", delivery_id, reason,
                 "trial answer refunded" if charge == "trial" else "nothing was charged")
-    apology = texts.APOLOGY if charge == "trial" else texts.APOLOGY_MEMBER
-    sender = ctx.sender(d["platform"])
+    ctx.wakeups.notify(delivery_id)
+    if not push:
+        return True
     try:
-        sender.send(d["user_external_id"], apology, chat=d["chat"], message_key=d["message_key"])
-    except Exception as exc:
-        if hasattr(sender, "leave"):  # cannot push: it goes with the user's next reply
-            sender.leave(d["user_external_id"], apology)
-        log.warning("could not send the apology for delivery %s (%s)", delivery_id, exc)
+        deliver(ctx, delivery_id)
+    except Exception as exc:  # the reconciler pushes the apology later
+        log.warning("delivery %s: the apology did not go out yet (%s)", delivery_id, exc)
     return True
 
 
+def deliver(ctx: Context, delivery_id: int) -> str:
+    """Push the delivery's ready pages; an answer the platform refuses for good is given up."""
+    d = ctx.store.delivery(delivery_id)
+    try:
+        outcome = push_pages(ctx.store, ctx.sender(d["platform"]), ctx.wakeups, delivery_id)
+    except PermanentFailure as exc:
+        give_up(ctx, delivery_id, f"{type(exc).__name__}: {exc}")
+        return "failed"
+    log.info("delivery %s: %s (%s:u%s)", delivery_id, outcome, d["platform"], d["user_id"])
+    job = get_current_job()
+    if outcome == RETRY and job is not None and job.retries_left:
+        raise TransientFailure(f"delivery {delivery_id}: a push failed; RQ tries again")  # on its back-off
+    return outcome
+
+
+# -- jobs queued by earlier versions ---------------------------------------------------------------
+
+
 def answer_failed(job, connection, exc_type, exc_value, tb) -> None:
-    """RQ failure callback: runs after every failed try; acts only when no retry is left."""
-    if job.retries_left:
-        log.info("job %s failed (%s: %s); %d retries left", job.id, exc_type.__name__, exc_value,
-                 job.retries_left)
-        return
-    facts = job.args[0] if job.args else {}
-    if "delivery_id" in facts:
-        give_up(context(), facts["delivery_id"], f"{exc_type.__name__}: {exc_value}")
+    """The failure callback earlier versions attached to answer jobs: tries are settled in the store now."""
+
+
+def expire_pending(facts: dict) -> str:
+    """Earlier versions scheduled one expiry job per answer; the reconciler expires answers now."""
+    return "the reconciler expires answers"
 
 
 def notice_job(facts: dict) -> str:
-    """Send a short, already-decided text (trial over, text only, a command's answer)."""
+    """A short text queued by an earlier version: sent as it was."""
     ctx = context()
     ctx.sender(facts["platform"]).send(facts["user"], facts["text"], chat=facts.get("chat", ""),
                                        message_key=facts.get("message_key", ""))
-    log.info("notice sent to %s msg=%s", facts["platform"], facts.get("message_key"))
     return "sent"

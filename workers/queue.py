@@ -1,20 +1,16 @@
-"""The RQ queue: connecting to Redis and enqueueing answer jobs with JSON-only arguments."""
+"""The RQ queue: connecting to Redis and enqueueing the jobs of deliveries, with JSON-only arguments."""
 
 from __future__ import annotations
 
 import re
 
 import redis
-from rq import Callback, Queue, Retry
+from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
 from config import Settings
 
 ANSWER_JOB = "workers.answer.answer_job"
-NOTICE_JOB = "workers.answer.notice_job"
-EXPIRE_JOB = "workers.answer.expire_pending"
-NOTICE_RETRIES = (5, 30, 120)
-FAILURE_CALLBACK = "workers.answer.answer_failed"
 MAX_REDIS_CONNECTIONS = 1100
 """Per process: gunicorn's worker_connections (1000) held posts, and some to spare."""
 FAILED_TTL = 7 * 24 * 3600
@@ -36,38 +32,25 @@ def answer_queue(settings: Settings, connection: redis.Redis) -> Queue:
     return Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
 
 
-def job_id(platform: str, message_key: str) -> str:
+def first_job_id(platform: str, message_key: str) -> str:
     """`<platform>-<message key>`, limited to the characters RQ allows in ids."""
     return re.sub(r"[^A-Za-z0-9_-]", "_", f"{platform}-{message_key}")[:120]
 
 
-def enqueue_answer(queue: Queue, settings: Settings, facts: dict):
-    """Queue one answer job with retries on the configured back-off and a final-failure callback,
-    in one round trip to Redis."""
+def enqueue_answer(queue: Queue, settings: Settings, facts: dict, *, job_id: str | None = None):
+    """Queue the job of one delivery (answer it, or send what it has ready) with retries on the
+    configured back-off, in one round trip to Redis. `facts` has delivery_id, platform, user and
+    message_key; the job id is `<platform>-<message key>` unless given (a re-queue names its own)."""
     delays = list(settings.retry_delays)
     with queue.connection.pipeline() as pipe:
         job = queue.enqueue(
             ANSWER_JOB, facts,
-            job_id=job_id(facts["platform"], facts["message_key"]),
+            job_id=job_id or first_job_id(facts["platform"], facts["message_key"]),
             job_timeout=settings.job_timeout,
             retry=Retry(max=len(delays), interval=delays) if delays else None,
-            on_failure=Callback(FAILURE_CALLBACK, timeout=60),
             result_ttl=3600,
             failure_ttl=FAILED_TTL,
             pipeline=pipe,
         )
         pipe.execute()
     return job
-
-
-def enqueue_notice(queue: Queue, facts: dict):
-    """Queue a short platform message (not an LLM answer): `facts` has platform, user, chat,
-    message_key and text. Retried on failure; nothing to refund."""
-    return queue.enqueue(
-        NOTICE_JOB, facts,
-        job_id=job_id("notice-" + facts["platform"], facts["message_key"]),
-        job_timeout=60,
-        retry=Retry(max=len(NOTICE_RETRIES), interval=list(NOTICE_RETRIES)),
-        result_ttl=600,
-        failure_ttl=FAILED_TTL,
-    )

@@ -4,13 +4,17 @@ WAL mode, `synchronous=NORMAL`, a 30-second busy timeout; web processes, workers
 the file. Schema changes are numbered migrations (`schema.py`, sqlite-utils' `Migrations`), applied on
 start-up under a file lock so that processes starting together do not race. `Store` is one object
 made of parts, one module each: `base` (connection, transactions, backup), `conversations`
-(admission, the worker's side, history), `entitlements` (memberships, trial, codes) and `reports`.
+(admission, history), `deliveries` (a question's lifecycle after admission, see `bot/delivery.py`),
+`pages` (what the user reads, claimed once), `entitlements` (memberships, trial, codes) and `reports`.
 
 Tables:
   users            one row per platform user: trial size and use, membership expiry
   deliveries       one row per platform delivery (unique on platform + message key): the dedupe
-                   record and the life of a question (queued → answered → delivered, or failed /
-                   refused); in-chat commands are recorded ones, named in `command`
+                   record and the life of a question (queued → answering → answered → delivered, or
+                   failed / expired; see `bot/delivery.py`); in-chat commands are recorded ones,
+                   named in `command`
+  pages            what the user reads: an answer's pages and notices (immediate replies,
+                   apologies), each sent once, by passive reply or push
   messages         the conversation turns that become LLM history (a `reset` command hides older ones)
   ledger           append-only: every change to a user's entitlement, with who, why and when
   codes            redemption codes, as sha256 hashes only: batch, days, used by whom and when
@@ -21,14 +25,16 @@ from __future__ import annotations
 
 from bot.store.base import BUSY_TIMEOUT_S, DAY_S, StoreBase
 from bot.store.conversations import Conversations
+from bot.store.deliveries import Deliveries
 from bot.store.entitlements import Entitlements
+from bot.store.pages import Pages
 from bot.store.reports import Reports
 from bot.store.schema import migrations
 
 __all__ = ["BUSY_TIMEOUT_S", "DAY_S", "Store", "migrations"]
 
 
-class Store(Conversations, Entitlements, Reports, StoreBase):
+class Store(Conversations, Deliveries, Pages, Entitlements, Reports, StoreBase):
     """All reads and writes of chatgate's durable state.
 
     Open one per process after any fork (`Store(path)`); the web app opens one per thread. Writes

@@ -108,3 +108,53 @@ def _m0002(db: Database) -> None:
         "CREATE INDEX redeem_failures_user ON redeem_failures (user_id, at)",
     ):
         db.execute(statement)
+
+
+@migrations(name="0003_delivery_lifecycle")
+def _m0003(db: Database) -> None:
+    """Deliveries carry their tries, lease and due time; what the user reads lives in `pages`."""
+    import time
+
+    from bot.paging import split_text
+
+    for statement in (
+        "ALTER TABLE deliveries ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE deliveries ADD COLUMN lease_until REAL",
+        "ALTER TABLE deliveries ADD COLUMN due_at REAL",
+        "ALTER TABLE deliveries ADD COLUMN expires_at REAL",
+        "ALTER TABLE deliveries ADD COLUMN posts INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE deliveries ADD COLUMN job_id TEXT",
+        "CREATE INDEX deliveries_due ON deliveries (due_at) WHERE due_at IS NOT NULL",
+        "CREATE INDEX deliveries_in_flight ON deliveries (user_id) WHERE status IN ('queued', 'answering')",
+        """CREATE TABLE pages (
+            id INTEGER PRIMARY KEY,
+            delivery_id INTEGER NOT NULL REFERENCES deliveries(id),
+            user_id INTEGER NOT NULL REFERENCES users(id),
+            seq INTEGER NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('answer', 'notice')),
+            text TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'ready' CHECK (state IN ('ready', 'pushing', 'sent', 'cancelled')),
+            created_at REAL NOT NULL,
+            claimed_at REAL,
+            via TEXT CHECK (via IN ('push', 'reply')),
+            reply_to INTEGER REFERENCES deliveries(id),
+            reply_post INTEGER
+        )""",
+        "CREATE INDEX pages_delivery ON pages (delivery_id, seq)",
+        "CREATE INDEX pages_ready ON pages (user_id, id) WHERE state = 'ready'",
+        "CREATE INDEX pages_pushing ON pages (claimed_at) WHERE state = 'pushing'",
+        "CREATE INDEX pages_reply ON pages (reply_to) WHERE reply_to IS NOT NULL",
+    ):
+        db.execute(statement)
+    # Questions in flight under the earlier version: the reconciler looks at them at once. Answers
+    # that waited in Redis become pages (what was already sent is not known per page: all of it waits).
+    now = time.time()
+    db.execute("UPDATE deliveries SET due_at = ? WHERE status IN ('queued', 'answered')", [now])
+    waiting = db.execute("SELECT d.id, d.user_id, d.platform, d.answer, d.received_at FROM deliveries d "
+                         "WHERE d.status = 'answered' AND d.answer IS NOT NULL").fetchall()
+    for delivery_id, user_id, platform, answer, received_at in waiting:
+        pages = split_text(answer, 1840 if platform == "wechat" else 30_000)
+        db.execute("UPDATE deliveries SET expires_at = ? WHERE id = ?", [received_at + 2 * 86400, delivery_id])
+        for seq, text in enumerate(pages):
+            db.execute("INSERT INTO pages (delivery_id, user_id, seq, kind, text, created_at) "
+                       "VALUES (?, ?, ?, 'answer', ?, ?)", [delivery_id, user_id, seq, text, now])

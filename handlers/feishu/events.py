@@ -9,6 +9,8 @@ import logging
 import re
 from collections.abc import Callable
 
+import redis
+
 from bot.models import MEDIA, TEXT, IncomingMessage
 from handlers.feishu.send import PLATFORM, _lark, fetch_bot_open_id, make_client
 
@@ -97,21 +99,34 @@ class FeishuEvents:
                 self.runtime.redis.set(key, self._bot_open_id, ex=86400)
         return self._bot_open_id
 
+    def _seen(self, event_id: str | None, mark: bool = False) -> bool:
+        """Whether Feishu pushed this event before (Redis, 8 h; a shortcut only: the store dedupes
+        messages durably, so a Redis failure here just lets the store decide)."""
+        if not event_id:
+            return False
+        key = f"chatgate:feishu:event:{event_id}"
+        try:
+            if mark:
+                self.runtime.redis.set(key, 1, ex=EVENT_SEEN_TTL)
+                return True
+            return bool(self.runtime.redis.exists(key))
+        except redis.RedisError as exc:
+            log.warning("feishu event=%s: Redis unavailable for the event dedupe (%s)", event_id, exc)
+            return False
+
     def _on_message(self, data) -> None:
         event_id = data.header.event_id if data.header else None
-        seen_key = f"chatgate:feishu:event:{event_id}"
-        if event_id and self.runtime.redis.exists(seen_key):
+        if self._seen(event_id):
             log.info("feishu event=%s seen before; acknowledged", event_id)
             return
         msg = incoming_from_event(data, self.bot_open_id)
         if msg is None:
             log.info("feishu event=%s not for the bot; ignored", event_id)
         else:
-            decision = self.runtime.admit_and_enqueue(msg)
+            decision = self.runtime.accept(msg)
             if decision.reply is not None:
-                self.runtime.enqueue_notice(msg, decision.reply)
-        if event_id:
-            self.runtime.redis.set(seen_key, 1, ex=EVENT_SEEN_TTL)
+                self.runtime.push_notice(msg, decision.admission, decision.reply)
+        self._seen(event_id, mark=True)
 
     def handle(self, event: dict) -> None:
         """Feed one verified, decrypted event (a dict) through the dispatcher, as the long

@@ -7,13 +7,16 @@ import hashlib
 import json
 
 from bot.errors import PermanentFailure, TransientFailure
-from bot.paging import split_text
+from bot.paging import fit_pages, split_text
+from bot.texts import TRUNCATED
 from config import Settings
 
 PLATFORM = "feishu"
 TEXT_LIMIT_BYTES = 30_000
 """Feishu accepts text bodies up to 150 KB; long answers are easier to read in several messages."""
 MAX_PARTS = 5
+KEEP_S = 6 * 3600
+"""An answer Feishu would not take (outage, rate limit) is pushed again for this long, then refunded."""
 PERMANENT_CODES = frozenset({
     230002,  # the bot is not in the chat
     230011,  # the message was withdrawn
@@ -73,21 +76,34 @@ def fetch_bot_open_id(client) -> str:
 
 
 class FeishuSender:
-    """Replies to the asking message; in groups the reply quotes the question."""
+    """Replies to the asking message; in groups the reply quotes the question. Feishu has no reply
+    inside the webhook's response: every page is pushed, and a page Feishu refuses for good (the bot
+    left the chat, a missing permission) can never go out."""
 
     platform = PLATFORM
-    max_parts = MAX_PARTS
+    push_budget = None
+    keep_s = KEEP_S
 
     def __init__(self, settings: Settings, redis):
         self.client = make_client(settings, redis)
 
-    def split(self, text: str) -> list[str]:
-        return split_text(text, TEXT_LIMIT_BYTES)
+    def paginate(self, answer: str) -> list[str]:
+        return fit_pages(split_text(answer, TEXT_LIMIT_BYTES), MAX_PARTS, TRUNCATED, TEXT_LIMIT_BYTES)
 
-    def send(self, user: str, text: str, *, chat: str = "", message_key: str = "") -> None:
+    def with_more_hint(self, text: str) -> str:
+        return text
+
+    def may_push(self) -> bool:
+        return True
+
+    def waits_after(self, exc: PermanentFailure) -> bool:
+        return False
+
+    def send(self, user: str, text: str, *, chat: str = "", message_key: str = "", idem: str = "") -> None:
+        """Reply to `message_key`; `idem` names this page so that Feishu drops a repeat of it."""
         from lark_oapi.api.im.v1 import ReplyMessageRequest, ReplyMessageRequestBody
 
-        idem = hashlib.sha256(f"{message_key}\n{text}".encode()).hexdigest()[:32]
+        idem = hashlib.sha256(f"{message_key}\n{idem or text}".encode()).hexdigest()[:32]
         req = (ReplyMessageRequest.builder().message_id(message_key)
                .request_body(ReplyMessageRequestBody.builder().msg_type("text")
                              .content(json.dumps({"text": text}, ensure_ascii=False))

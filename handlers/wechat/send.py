@@ -1,11 +1,10 @@
-"""WeChat out: the customer-service API (`message/custom/send`) that carries answers back, with the
-access token shared by every process through Redis and refreshed under a Redis lock, so no process
+"""WeChat out: the customer-service API (`message/custom/send`) that pushes pages, with the access
+token shared by every process through Redis and refreshed under a Redis lock, so no process
 invalidates another's token."""
 
 from __future__ import annotations
 
 import logging
-import time
 
 import requests
 from wechatpy.client import WeChatClient
@@ -25,8 +24,6 @@ PAGE_BYTES = TEXT_LIMIT_BYTES - 160
 """An answer's page leaves room for the 'send 继续 for more' hint."""
 PUSH_BUDGET = 5
 """Customer-service messages allowed per user message (45047 past that)."""
-HANDOFF_S = 1.0
-"""How long the worker leaves a ready answer to a webhook holding the question before pushing it."""
 TOKEN_ERRORS = frozenset({40001, 40014, 42001})
 """access_token invalid, not the latest, or expired: refresh once and try again."""
 PERMANENT_ERRORS = frozenset({
@@ -83,184 +80,52 @@ class WeChatRefused(PermanentFailure):
         self.errcode = errcode
 
 
-KEEP_PENDING = frozenset({45015, 45047, 48001})
-"""Refusals after which the answer waits for the user's next message instead of being lost."""
+class WeChatSender:
+    """Pushes pages through the customer-service API, on accounts allowed to push (see `may_push`).
 
-
-class Mailbox:
-    """Answers on their way to WeChat users, shared by every web and worker process through Redis.
-
-    Keys (under `chatgate:wechat:<appid>:`):
-      pages:<d>       the answer's pages not yet delivered; LPOP is the atomic claim: whoever pops
-                      a page (a held webhook, `继续`, or the worker's push) delivers it, once
-      pending:<user>  delivery ids with pages left, oldest first
-      ready:<d>       wakes webhooks holding delivery d when its answer is stored
-      holding:<d>     set while a webhook holds delivery d (the worker then leaves it the answer)
-      tries:<msgid>   how many times WeChat has posted this message
-      nopush          the account answered 48001: it has no customer-service API
+    Every refusal leaves the page waiting: it still goes out in the passive reply to the user's next
+    message (or `继续`). A 48001 in `auto` mode means the account has no customer-service API: it
+    is remembered (Redis, 30 days) and answers go out as passive replies only.
     """
 
-    def __init__(self, redis, app_id: str, ttl: int):
-        self.redis = redis
-        self.prefix = f"chatgate:wechat:{app_id}:"
-        self.ttl = ttl
-
-    def _k(self, *parts) -> str:
-        return self.prefix + ":".join(str(p) for p in parts)
-
-    def put(self, user: str, delivery_id: int, pages: list[str]) -> bool:
-        """Make an answer available (once: False if a re-run job already put it) and wake holders."""
-        if not self.redis.set(self._k("put", delivery_id), 1, nx=True, ex=self.ttl):
-            return False
-        p = self.redis.pipeline()
-        p.rpush(self._k("pages", delivery_id), *pages)
-        p.expire(self._k("pages", delivery_id), self.ttl)
-        p.rpush(self._k("pending", user), delivery_id)
-        p.expire(self._k("pending", user), self.ttl)
-        p.lpush(self._k("ready", delivery_id), 1)
-        p.expire(self._k("ready", delivery_id), 60)
-        p.execute()
-        return True
-
-    def take(self, delivery_id: int, count: int = 1) -> tuple[list[str], int]:
-        """Claim up to `count` pages of an answer: (the pages, how many are left)."""
-        p = self.redis.pipeline()
-        p.lpop(self._k("pages", delivery_id), count)
-        p.llen(self._k("pages", delivery_id))
-        pages, left = p.execute()
-        return [x.decode() for x in pages or []], left
-
-    def give_back(self, delivery_id: int, pages: list[str]) -> None:
-        """Return claimed pages that could not be delivered, in order, to the front."""
-        if pages:
-            self.redis.lpush(self._k("pages", delivery_id), *reversed(pages))
-            self.redis.expire(self._k("pages", delivery_id), self.ttl)
-
-    def forget(self, user: str, delivery_id: int) -> None:
-        self.redis.lrem(self._k("pending", user), 0, delivery_id)
-        self.redis.delete(self._k("pages", delivery_id))
-
-    def pending(self, user: str, hold: int | None = None, seconds: float = 0) -> list[int]:
-        """Deliveries of this user with pages left, oldest first; with `hold`, also mark that
-        delivery as held by a webhook for `seconds` (one round trip for both)."""
-        if hold is None:
-            return [int(x) for x in self.redis.lrange(self._k("pending", user), 0, -1)]
-        p = self.redis.pipeline(transaction=False)
-        p.lrange(self._k("pending", user), 0, -1)
-        p.set(self._k("holding", hold), 1, px=max(int(seconds * 1000), 1))
-        return [int(x) for x in p.execute()[0]]
-
-    def has_pages(self, delivery_id: int) -> bool:
-        return bool(self.redis.exists(self._k("pages", delivery_id)))
-
-    def wait_ready(self, delivery_id: int, timeout: float, check_first: bool = True) -> bool:
-        """Block (on Redis, not in a sleep loop) until the answer is stored or `timeout` passes.
-        (`put` leaves a wake-up token for a minute, so a new question need not check first.)"""
-        if check_first and self.has_pages(delivery_id):
-            return True
-        if timeout <= 0.01:
-            return False
-        got = self.redis.blpop([self._k("ready", delivery_id)], timeout=timeout)
-        if got is None:
-            return False
-        self.redis.lpush(self._k("ready", delivery_id), 1)  # pass the wake-up on to any other holder
-        return True
-
-    def release(self, delivery_id: int) -> None:
-        self.redis.delete(self._k("holding", delivery_id))
-
-    def held(self, delivery_id: int) -> bool:
-        return bool(self.redis.exists(self._k("holding", delivery_id)))
-
-    def count_try(self, message_key: str) -> int:
-        """How many times WeChat has re-posted this message (1, 2)."""
-        p = self.redis.pipeline()
-        p.incr(self._k("tries", message_key))
-        p.expire(self._k("tries", message_key), 120)
-        return p.execute()[0]
-
-    def push_refused(self) -> bool:
-        return bool(self.redis.exists(self._k("nopush")))
-
-    def refuse_push(self) -> None:
-        """Remember (30 days) that this account may not use the customer-service API."""
-        self.redis.set(self._k("nopush"), 1, ex=30 * 86400)
-
-
-def mailbox_for(settings: Settings, redis) -> Mailbox:
-    return Mailbox(redis, settings.wechat_app_id or "dev", settings.wechat_pending_ttl)
-
-
-class WeChatSender:
-    """Sends texts through the customer-service API (`message/custom/send`) and delivers answers
-    through the mailbox: to a webhook still holding the question, by push, or on the next message."""
-
     platform = PLATFORM
-    max_parts = PUSH_BUDGET
+    push_budget = PUSH_BUDGET
 
     def __init__(self, settings: Settings, redis):
         self.settings = settings
+        self.redis = redis
+        self.keep_s = settings.wechat_pending_ttl
         self.client = SharedTokenClient(settings, redis)
-        self.mailbox = mailbox_for(settings, redis)
+        self._nopush_key = f"chatgate:wechat:{settings.wechat_app_id or 'dev'}:nopush"
 
-    def split(self, text: str) -> list[str]:
-        return split_text(text, TEXT_LIMIT_BYTES)
+    def paginate(self, answer: str) -> list[str]:
+        return split_text(answer, PAGE_BYTES)
 
-    @property
-    def pending_ttl(self) -> int:
-        """Seconds an answer left 'pending' by `deliver` waits before it is refunded."""
-        return self.settings.wechat_pending_ttl
-
-    def forget_pending(self, user: str, delivery_id: int) -> None:
-        self.mailbox.forget(user, delivery_id)
+    def with_more_hint(self, text: str) -> str:
+        return text + "\n\n" + self.settings.wechat_more_text.replace("{continue}", self.settings.wechat_continue_word)
 
     def may_push(self) -> bool:
         mode = self.settings.wechat_reply_mode
-        return mode == "push" or (mode == "auto" and not self.mailbox.push_refused())
+        if mode == "passive":
+            return False
+        if mode == "push":
+            return True
+        try:
+            return not self.redis.exists(self._nopush_key)
+        except Exception:  # Redis unavailable: try, at worst WeChat says 48001 again
+            return True
 
-    def deliver(self, store, d: dict) -> str:
-        """Deliver a stored answer exactly once; returns 'delivered' or 'pending'.
-
-        The answer goes into the mailbox first. A webhook holding the question takes it as the
-        passive reply; otherwise, where pushing is allowed, the worker pushes the pages (up to the
-        per-message budget). Pages nobody took stay pending for `继续` or the user's next message.
-        """
-        user, delivery_id = d["user_external_id"], d["id"]
-        self.mailbox.put(user, delivery_id, split_text(d["answer"], PAGE_BYTES))
-        if not self.may_push():
-            return "pending"
-        deadline = time.monotonic() + HANDOFF_S
-        while self.mailbox.held(delivery_id) and time.monotonic() < deadline:
-            time.sleep(0.05)  # a held webhook claims a ready answer within milliseconds
-        for _ in range(PUSH_BUDGET):
-            pages, left = self.mailbox.take(delivery_id)
-            if not pages:
-                break
+    def waits_after(self, exc: PermanentFailure) -> bool:
+        """After any refusal the page waits for a passive reply; 48001 switches `auto` to passive."""
+        if isinstance(exc, WeChatRefused) and exc.errcode == 48001 and self.settings.wechat_reply_mode == "auto":
+            log.warning("WeChat 48001: this account cannot push; switching to passive replies")
             try:
-                self.send(user, pages[0])
-            except WeChatRefused as exc:
-                self.mailbox.give_back(delivery_id, pages)
-                if exc.errcode == 48001 and self.settings.wechat_reply_mode == "auto":
-                    self.mailbox.refuse_push()
-                    log.warning("WeChat 48001: this account cannot push; switching to passive replies")
-                if exc.errcode in KEEP_PENDING:
-                    log.info("delivery %s kept for the user's next message (%s)", delivery_id, exc)
-                    return "pending"
-                raise
-            except TransientFailure:
-                self.mailbox.give_back(delivery_id, pages)
-                raise
-            store.add_parts_sent(delivery_id, 1)
-            if left == 0:
-                finish(store, self.mailbox, user, delivery_id)
-                return "delivered"
-        return "pending" if self.mailbox.has_pages(delivery_id) else "delivered"
+                self.redis.set(self._nopush_key, 1, ex=30 * 86400)
+            except Exception:  # forgotten: the next push finds out again
+                pass
+        return True
 
-    def leave(self, user: str, text: str) -> None:
-        """A note for a user we cannot push to: it goes out with their next message's reply."""
-        self.mailbox.put(user, -int(time.time() * 1000), [text])
-
-    def send(self, user: str, text: str, *, chat: str = "", message_key: str = "") -> None:
+    def send(self, user: str, text: str, *, chat: str = "", message_key: str = "", idem: str = "") -> None:
         """Send one text; refresh the token and try once more on 40001/40014/42001."""
         try:
             try:
@@ -282,18 +147,11 @@ class WeChatSender:
 
 
 class DevWeChatSender(WeChatSender):
-    """Development without an AppID and secret: answers go back only as passive replies (through
-    the mailbox, as on an unverified account), and whatever would be pushed is written to the log."""
+    """Development without an AppID and secret: answers go back only as passive replies (as on an
+    unverified account), and whatever would be pushed is written to the log."""
 
     def may_push(self) -> bool:
         return False
 
-    def send(self, user: str, text: str, *, chat: str = "", message_key: str = "") -> None:
+    def send(self, user: str, text: str, *, chat: str = "", message_key: str = "", idem: str = "") -> None:
         log.info("[dev outbox] wechat:%s ← %s", user, text)
-
-
-def finish(store, mailbox: Mailbox, user: str, delivery_id: int) -> None:
-    """The last page of an answer went out: it is delivered."""
-    mailbox.forget(user, delivery_id)
-    if delivery_id > 0:
-        store.mark_delivered(delivery_id)

@@ -1,0 +1,113 @@
+"""The reconciler: finishes what crashes, lost jobs and outages leave half-done, from the store alone.
+
+One pass looks at every delivery whose `due_at` has passed (see `bot/delivery.py`) and at pages left
+`pushing`, and only moves states and queues jobs (the jobs do the slow work):
+
+  queued     its job is not in Redis any more (Redis lost it, or RQ gave up on it) → queued again
+  answering  the try's lease ran out (its work-horse or worker died) → queued again, or, when the
+             tries are spent, given up: refunded, the apology left as a page
+  answered   past `expires_at` with no page taken → expired (refunded, a note left); pages ready on
+             an account that may push → a job pushes them again
+  finished   a notice (apology, immediate reply) ready and pushable → a job pushes it
+  pushing    a page claimed by a sender that died → ready again
+
+It runs every CHATGATE_RECONCILE_INTERVAL seconds inside `chatgate worker` (one pass at a time across
+all workers, by a Redis key), and on demand as `chatgate reconcile`. It needs nothing from Redis but
+the queue, so it repairs a Redis that was wiped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+
+from rq.job import Job, JobStatus
+
+from bot import texts
+from bot.delivery import ANSWERED, ANSWERING, PUSH_LEASE_S, PUSH_RETRY_S, QUEUED, QUEUED_CHECK_S
+from workers.answer import Context, give_up
+from workers.queue import enqueue_answer, first_job_id
+
+log = logging.getLogger("chatgate.reconcile")
+
+ALIVE = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
+"""RQ job states in which a job will still run (or is running)."""
+LOCK_KEY = "chatgate:reconcile"
+
+
+def reconcile(ctx: Context, now: float | None = None) -> Counter:
+    """One pass; returns how many deliveries and pages each action touched."""
+    now = time.time() if now is None else now
+    store = ctx.store
+    counts: Counter = Counter()
+    counts["pushes released"] = store.release_stale_pushes(now - PUSH_LEASE_S, now)
+    counts["old notices dropped"] = store.drop_old_notices(now - ctx.settings.wechat_pending_ttl, now)
+    due = store.due(now)
+    alive = _alive(ctx, [_job_id(d) for d in due])
+    for d in due:
+        counts[_act(ctx, d, _job_id(d) in alive, now)] += 1
+    done = {k: v for k, v in counts.items() if v}
+    if done:
+        log.info("reconciled: %s", ", ".join(f"{k} {v}" for k, v in sorted(done.items())))
+    return counts
+
+
+def run_if_due(ctx: Context, interval: float) -> Counter | None:
+    """A pass, unless another worker ran one within `interval` seconds (a Redis key says so)."""
+    if not ctx.redis.set(LOCK_KEY, 1, nx=True, px=max(int(interval * 1000) - 100, 100)):
+        return None
+    return reconcile(ctx)
+
+
+def _act(ctx: Context, d: dict, job_alive: bool, now: float) -> str:
+    store, status = ctx.store, d["status"]
+    if status == QUEUED:
+        if job_alive:
+            store.set_due(d["id"], now + QUEUED_CHECK_S)
+            return "still in the queue"
+        requeue(ctx, d, now)
+        return "lost jobs queued again"
+    if status == ANSWERING:
+        if d["attempts"] < ctx.settings.max_tries:
+            if store.release_answer(d["id"], d["attempts"], error="the try's lease ran out", retry_at=now):
+                requeue(ctx, dict(d, status=QUEUED), now)
+            return "dead tries restarted"
+        if give_up(ctx, d["id"], "the last try's lease ran out (its worker died)", attempt=d["attempts"],
+                   push=False):
+            requeue(ctx, store.delivery(d["id"]), now)  # its job pushes the apology
+        return "dead last tries given up"
+    if status == ANSWERED and d["expires_at"] is not None and d["expires_at"] <= now:
+        outcome = store.expire(d["id"], note=texts.expired(d["question"]), now=now)
+        if outcome == "expired" and ctx.sender(d["platform"]).may_push():
+            requeue(ctx, store.delivery(d["id"]), now)
+        return f"answers {outcome or 'not expired yet'}"
+    if d["pages_ready"] and ctx.sender(d["platform"]).may_push():
+        if job_alive:
+            store.set_due(d["id"], now + PUSH_RETRY_S)
+            return "pushes still in the queue"
+        requeue(ctx, d, now)
+        return "pushes queued again"
+    store.set_due(d["id"], d["expires_at"] if status == ANSWERED else None)
+    return "waiting for the user"
+
+
+def requeue(ctx: Context, d: dict, now: float) -> str:
+    """Queue a new job for the delivery (under a new id: RQ runs a re-used id twice) and remember it."""
+    job_id = f"{first_job_id(d['platform'], d['message_key'])[:100]}-r{int(now * 1000) % 10**12}"
+    enqueue_answer(ctx.queue, ctx.settings, {"delivery_id": d["id"], "platform": d["platform"],
+                                             "user": d["user_external_id"], "message_key": d["message_key"]},
+                   job_id=job_id)
+    ctx.store.set_due(d["id"], now + (QUEUED_CHECK_S if d["status"] == QUEUED else PUSH_RETRY_S), job_id=job_id)
+    return job_id
+
+
+def _job_id(d: dict) -> str:
+    return d["job_id"] or first_job_id(d["platform"], d["message_key"])
+
+
+def _alive(ctx: Context, job_ids: list[str]) -> set[str]:
+    if not job_ids:
+        return set()
+    jobs = Job.fetch_many(job_ids, connection=ctx.redis, serializer=ctx.queue.serializer)
+    return {job.id for job in jobs if job is not None and job.get_status(refresh=False) in ALIVE}

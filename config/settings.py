@@ -55,6 +55,13 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _whole_seconds(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError("must be a whole number of seconds, at least 1")
+    return value
+
+
 def _seconds(raw: str) -> float:
     value = float(raw)
     if value <= 0:
@@ -215,6 +222,10 @@ VARIABLES: tuple[Var, ...] = (
         "RQ worker processes started by `chatgate worker` (each answers one question at a time)."),
     Var("CHATGATE_QUEUE", "queue_name", str, "chatgate", "RQ queue name."),
     Var("CHATGATE_LOG_LEVEL", "log_level", str, "INFO", "Log level (DEBUG, INFO, WARNING…)."),
+    Var("CHATGATE_REPLAY_WINDOW", "replay_window", _whole_seconds, 300,
+        "Seconds a signed WeChat or Feishu request stays valid either side of this server's clock (keep "
+        "it NTP-synced); older or later timestamps are refused (403), and in WeChat plaintext mode a "
+        "signed query is bound to its first body for that long."),
 )
 
 PLACEHOLDERS = frozenset({
@@ -279,6 +290,7 @@ class Settings:
     workers: int = 4
     queue_name: str = "chatgate"
     log_level: str = "INFO"
+    replay_window: int = 300
 
     @property
     def production(self) -> bool:

@@ -57,14 +57,16 @@ def challenge(token: str = VERIFICATION_TOKEN) -> dict:
     return {"challenge": "ch-" + uuid.uuid4().hex, "token": token, "type": "url_verification"}
 
 
-def signed(event: dict, *, key: str | None = ENCRYPT_KEY, sign: bool = True) -> tuple[bytes, dict]:
-    """The body and headers Feishu would post: encrypted and signed when `key` is set."""
+def signed(event: dict, *, key: str | None = ENCRYPT_KEY, sign: bool = True, timestamp: str | None = None
+           ) -> tuple[bytes, dict]:
+    """The body and headers Feishu would post: encrypted and signed when `key` is set; `timestamp`
+    (Unix seconds, default now) is the signed `X-Lark-Request-Timestamp`."""
     if key is None:
         return json.dumps(event).encode(), {"Content-Type": "application/json"}
     body = json.dumps({"encrypt": encrypt(json.dumps(event), key)}).encode()
     headers = {"Content-Type": "application/json"}
     if sign:
-        ts, nonce = str(int(time.time())), uuid.uuid4().hex[:16]
+        ts, nonce = timestamp or str(int(time.time())), uuid.uuid4().hex[:16]
         headers.update({"X-Lark-Request-Timestamp": ts, "X-Lark-Request-Nonce": nonce,
                         "X-Lark-Signature": hashlib.sha256((ts + nonce + key).encode() + body).hexdigest()})
     return body, headers

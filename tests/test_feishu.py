@@ -4,6 +4,7 @@ openai client → fake LLM → lark-oapi client → fake Feishu API, which recor
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -242,6 +243,40 @@ def test_plaintext_events_are_refused_when_an_encrypt_key_is_set(feishu, store):
 def test_malformed_bodies_are_400(feishu, store, body):
     assert feishu.client.post("/feishu", data=body, headers={"Content-Type": "application/json"}).status_code == 400
     assert store.count("users") == 0
+
+
+@pytest.mark.parametrize("timestamp", ["{old}", "{future}", "soon", "{now}.0", "{now}000"],
+                         ids=["old", "future", "not-a-number", "decimal", "milliseconds"])
+def test_a_signed_timestamp_outside_the_window_is_403_and_stores_nothing(feishu, store, timestamp):
+    """The signature says who, not when: a logged request (body and headers) is refused later."""
+    now = int(time.time())
+    ts = timestamp.format(old=now - 301, future=now + 301, now=now)
+    body, headers = fs.signed(fs.message_event(text="hi", sender=USER), timestamp=ts)
+    res = feishu.client.post("/feishu", data=body, headers=headers)
+    assert res.status_code == 403 and "replay window" in res.get_data(as_text=True)
+    assert store.count("users") == 0 and store.count("deliveries") == 0
+
+
+@pytest.mark.parametrize("offset", [-290, 290], ids=["nearly-old", "a-skewed-clock"])
+def test_a_signed_timestamp_inside_the_window_is_answered(feishu, run_worker, fake_feishu, offset):
+    event = fs.message_event(text="fresh", sender=USER)
+    body, headers = fs.signed(event, timestamp=str(int(time.time()) + offset))
+    assert feishu.client.post("/feishu", data=body, headers=headers).status_code == 200
+    run_worker()
+    assert [text for _, text, _ in fake_feishu.replies] == ["echo: fresh"]
+
+
+def test_the_window_setting_applies_to_feishu(feishu_env, monkeypatch, store):
+    monkeypatch.setenv("CHATGATE_REPLAY_WINDOW", "60")
+    from handlers.app import create_app
+
+    client = create_app().test_client()
+    now = int(time.time())
+    body, headers = fs.signed(fs.message_event(text="hi", sender=USER), timestamp=str(now - 90))
+    assert client.post("/feishu", data=body, headers=headers).status_code == 403
+    assert store.count("users") == 0
+    body, headers = fs.signed(fs.message_event(text="hi", sender=USER), timestamp=str(now - 30))
+    assert client.post("/feishu", data=body, headers=headers).status_code == 200
 
 
 # -- the long connection --------------------------------------------------------------------------

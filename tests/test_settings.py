@@ -62,6 +62,14 @@ def test_bad_values_name_the_variable(tmp_path, name, value):
         load(tmp_path, **{name: value})
 
 
+def test_the_replay_window_is_whole_positive_seconds(tmp_path):
+    assert load(tmp_path).replay_window == 300
+    assert load(tmp_path, CHATGATE_REPLAY_WINDOW="60").replay_window == 60
+    for bad in ("0", "-5", "2.5", "5m"):
+        with pytest.raises(SettingsError, match="CHATGATE_REPLAY_WINDOW"):
+            load(tmp_path, CHATGATE_REPLAY_WINDOW=bad)
+
+
 def test_development_runs_without_secrets_and_uses_the_demo_responder(tmp_path):
     s = load_settings({"CHATGATE_ENV": "development"}, dotenv_path=tmp_path / "none.env")
     assert s.demo_llm

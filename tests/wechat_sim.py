@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import random
 import re
 import struct
 import time
@@ -90,16 +91,24 @@ class Signed:
         return f"/wechat?{self.query}"
 
 
-def sign_plain(xml: str, token: str = TOKEN, *, timestamp: str | None = None, nonce: str = "12345") -> Signed:
+def _nonce() -> str:
+    """WeChat's nonces are random numbers, so two posts in one second get different queries."""
+    return str(random.randrange(10**9, 10**10))
+
+
+def sign_plain(xml: str, token: str = TOKEN, *, timestamp: str | None = None, nonce: str | None = None) -> Signed:
+    """A plaintext-mode post: the signature covers token, timestamp and nonce, not the body."""
     timestamp = timestamp or str(int(time.time()))
+    nonce = nonce or _nonce()
     q = {"signature": sha1_sorted(token, timestamp, nonce), "timestamp": timestamp, "nonce": nonce,
          "openid": "x"}
     return Signed(urlencode(q), xml.encode())
 
 
 def sign_encrypted(xml: str, token: str = TOKEN, aes_key: str = AES_KEY, app_id: str = APP_ID, *,
-                   timestamp: str | None = None, nonce: str = "67890") -> Signed:
+                   timestamp: str | None = None, nonce: str | None = None) -> Signed:
     timestamp = timestamp or str(int(time.time()))
+    nonce = nonce or _nonce()
     encrypted = encrypt(xml, aes_key, app_id)
     q = {"signature": sha1_sorted(token, timestamp, nonce), "timestamp": timestamp, "nonce": nonce,
          "openid": "x", "encrypt_type": "aes", "msg_signature": sha1_sorted(token, timestamp, nonce, encrypted)}

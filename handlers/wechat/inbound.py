@@ -1,12 +1,18 @@
 """WeChat in: the webhook's signature, encryption and XML.
 
 `WeChatInbound` turns a request (query args + body) into an `IncomingMessage`, raising `Forbidden`
-(403) for anything not signed by our token and `BadRequest` (400) for bodies that do not parse;
-`render_reply` builds the passive reply (encrypted in safe mode).
+(403) for anything not signed by our token, signed too long ago or replayed with another body, and
+`BadRequest` (400) for bodies that do not parse; `render_reply` builds the passive reply (encrypted
+in safe mode).
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import time
+
+from redis import Redis, RedisError
 from wechatpy import parse_message
 from wechatpy.crypto import WeChatCrypto
 from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
@@ -16,6 +22,9 @@ from werkzeug.exceptions import BadRequest, Forbidden
 
 from bot.models import CLICK, MEDIA, OTHER, SUBSCRIBE, TEXT, UNSUBSCRIBE, IncomingMessage
 from config import Settings
+from handlers.freshness import is_fresh
+
+log = logging.getLogger("chatgate.wechat")
 
 PLATFORM = "wechat"
 
@@ -24,12 +33,17 @@ _EVENT_KINDS = {"subscribe": SUBSCRIBE, "subscribe_scan": SUBSCRIBE, "unsubscrib
 
 
 class WeChatInbound:
-    """Verify, decrypt and parse webhook requests for one official account."""
+    """Verify, decrypt and parse webhook requests for one official account.
 
-    def __init__(self, settings: Settings):
+    `redis` keeps, in plaintext mode, which body each signed query came with (see `_bind_body`).
+    """
+
+    def __init__(self, settings: Settings, redis: Redis):
         self.token = settings.wechat_token
         self.crypto = (WeChatCrypto(settings.wechat_token, settings.wechat_aes_key, settings.wechat_app_id)
                        if settings.wechat_aes_key else None)
+        self.window = settings.replay_window
+        self.redis = redis
 
     def check(self, args) -> None:
         """The plain signature every request carries: sha1 of sorted token, timestamp and nonce."""
@@ -41,12 +55,18 @@ class WeChatInbound:
 
     def echo(self, args) -> str:
         """Server-URL verification (GET): a valid signature gets `echostr` back verbatim."""
+        # No replay window here: the echo stores and changes nothing, so a replayed one gains an
+        # attacker nothing, while refusing it on a skewed clock would make the console's 提交 fail
+        # with no hint why.
         self.check(args)
         return args.get("echostr", "")
 
     def parse(self, args, body: bytes):
-        """A POST body → (IncomingMessage, wechatpy message). 403 if forged, 400 if unparseable."""
+        """A POST body → (IncomingMessage, wechatpy message). 403 if forged, stale or replayed with
+        another body, 400 if unparseable."""
         self.check(args)
+        if not is_fresh(args.get("timestamp", ""), self.window):
+            raise Forbidden("timestamp outside the replay window")
         if self.crypto is not None:
             if args.get("encrypt_type") != "aes":
                 # With an AES key configured, a plaintext body is not authenticated by anything.
@@ -59,12 +79,37 @@ class WeChatInbound:
             except Exception as exc:  # base64, padding, XML: wechatpy raises many kinds
                 raise BadRequest(f"cannot decrypt the message ({type(exc).__name__})") from None
         else:
+            self._bind_body(args, body)
             xml = body
         try:
             raw = parse_message(xml)
             return self._to_incoming(raw), raw
         except Exception as exc:  # xmltodict's ValueError/ExpatError, KeyError for missing fields…
             raise BadRequest(f"cannot parse the message ({type(exc).__name__})") from None
+
+    def _bind_body(self, args, body: bytes) -> None:
+        """Plaintext mode: the signature covers the query, not the body, so the first body a signed
+        query comes with is remembered (its sha256, while the timestamp is fresh) and the same query
+        with any other body is refused. The same body again passes: WeChat may post a message up to
+        three times and may reuse the query (not documented), and admission dedupes it by MsgId."""
+        timestamp, nonce, signature = (args.get(name, "") for name in ("timestamp", "nonce", "signature"))
+        key = f"chatgate:wechat:query:{timestamp}:{nonce}:{signature}"
+        digest = hashlib.sha256(body).hexdigest()
+        # Kept until the timestamp leaves the window; after that the freshness check refuses it.
+        ttl = max(1, int(timestamp) + self.window - int(time.time()) + 1)
+        try:
+            if self.redis.set(key, digest, nx=True, ex=ttl):
+                return
+            first = self.redis.get(key)
+        except RedisError as exc:
+            # Fail open, so that what SQLite alone answers (commands, events) keeps working while
+            # Redis is down; a forged question would still need the queue, which is down with it.
+            log.warning("wechat: Redis unavailable (%s); a signed query with a fresh timestamp "
+                        "accepted without its replay check", type(exc).__name__)
+            return
+        # None: the record expired between the two calls, as the timestamp leaves the window.
+        if first is not None and first.decode() != digest:
+            raise Forbidden("this signed query came before with another body")
 
     @staticmethod
     def _to_incoming(raw) -> IncomingMessage:

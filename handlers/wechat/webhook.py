@@ -19,7 +19,7 @@ ACK = "success"
 def _inbound() -> WeChatInbound:
     runtime = current_app.extensions["chatgate"]
     return runtime.platform("WeChat", runtime.settings.wechat_enabled, "WECHAT_TOKEN",
-                            lambda: WeChatInbound(runtime.settings))
+                            lambda: WeChatInbound(runtime.settings, runtime.redis))
 
 
 @blueprint.get("/wechat")

@@ -102,8 +102,9 @@ class WeChatInbound:
                 return
             first = self.redis.get(key)
         except RedisError as exc:
-            # Fail open, so that what SQLite alone answers (commands, events) keeps working while
-            # Redis is down; a forged question would still need the queue, which is down with it.
+            # Fail open, so that the webhook keeps working while Redis is down (admission lives in
+            # SQLite). Within the window, a forged body could then pass: safe mode (WECHAT_AES_KEY),
+            # whose signature covers the body, is the protection that does not depend on Redis.
             log.warning("wechat: Redis unavailable (%s); a signed query with a fresh timestamp "
                         "accepted without its replay check", type(exc).__name__)
             return

@@ -45,7 +45,9 @@ def main():
 def up(procfile):
     """Run the whole bot: web and worker from the Procfile, with an embedded Redis if REDIS_URL is unset.
 
-    Stops everything on Ctrl-C. Uses honcho, so the output of each process is prefixed with its name.
+    Stops everything on Ctrl-C or SIGTERM: web and worker first, then the embedded Redis, which keeps
+    its data in a `redis/` folder beside the database. Uses honcho, so the output of each process is
+    prefixed with its name.
     """
     env = dict(os.environ)
     redis_proc = None
@@ -71,16 +73,20 @@ def up(procfile):
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     honcho = shutil.which("honcho", path=bin_dir) or "honcho"
     child = subprocess.Popen([honcho, "start", "-f", procfile], env=env)
-    stop = {"sig": None}
+    signalled = []
 
-    def forward(signum, _frame):
-        stop["sig"] = signum
-        child.send_signal(signal.SIGINT)
+    def stop_honcho(signum, _frame):
+        # Ctrl-C reaches honcho too (same process group), a SIGTERM only us; honcho ignores a repeat.
+        # Later signals change nothing: Redis is stopped, and saved, only once honcho has exited.
+        if not signalled:
+            signalled.append(signum)
+            child.send_signal(signum)
+        else:
+            click.echo("chatgate: stopping web and worker, then Redis", err=True)
 
-    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGTERM, stop_honcho)
+    signal.signal(signal.SIGINT, stop_honcho)
     try:
-        code = child.wait()
-    except KeyboardInterrupt:
         code = child.wait()
     finally:
         if redis_proc is not None:

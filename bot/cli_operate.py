@@ -407,7 +407,7 @@ def jobs_retry(job_id, retry_all):
         for jid, job in found:
             delivery_id = _job_facts(job).get("delivery_id")
             if delivery_id is not None:
-                store.reopen(delivery_id)
+                store.reopen(delivery_id, recheck_s=settings.recheck_s)
             job.retries_left = len(job.retry_intervals or [])
             registry.requeue(job)
             click.echo(f"requeued {jid}" + (f" (delivery {delivery_id})" if delivery_id is not None else ""))

@@ -33,7 +33,8 @@ What the user reads is in `pages`, each its own little lifecycle::
 A question ends delivered (each answer page sent once) or failed/expired (refunded once, and the
 apology or note a page that goes out once): never both, never neither. Redis only carries the jobs
 and wake-ups; the reconciler (`workers/reconcile.py`) finds deliveries whose `due_at` has passed and
-finishes what a crash or a lost job left.
+finishes what a crash or a lost job left. How long it leaves a delivery alone before looking again
+(whether its job is still queued, whether a failed push goes now) is `Settings.recheck_s`.
 """
 
 from __future__ import annotations
@@ -66,16 +67,10 @@ READY, PUSHING, SENT, CANCELLED = "ready", "pushing", "sent", "cancelled"
 ANSWER, NOTICE = "answer", "notice"
 """Page kinds: a page of the LLM's answer, or a notice (an immediate reply, an apology, a note)."""
 
-QUEUED_CHECK_S = 60
-"""A queued delivery whose job should have started by now is checked: is its job still in Redis?"""
 LEASE_MARGIN_S = 30
 """A try's lease is the job timeout plus this: past it, the try is presumed dead."""
 PUSH_LEASE_S = 60
 """A page left `pushing` this long belongs to a sender that died; it becomes ready again."""
-PUSH_RETRY_S = 60
-"""After a push failed for a reason that may pass, the reconciler tries again this much later."""
-RETRY_GRACE_S = 15
-"""A released try is looked at by the reconciler this long after RQ's retry was due."""
 
 
 def can_move(old: str, new: str) -> bool:

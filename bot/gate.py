@@ -35,10 +35,11 @@ def decide(store: Store, msg: IncomingMessage, settings: Settings, *, fetch: boo
     """
     if fetch:
         return Decision(store.admit(msg, free_trial=settings.free_trial, charge=False, command="fetch",
-                                    welcome_days=settings.welcome_days))
+                                    welcome_days=settings.welcome_days, recheck_s=settings.recheck_s))
     command = commands.parse(msg.text, settings) if msg.kind == TEXT else None
     admission = store.admit(msg, free_trial=settings.free_trial, charge=msg.kind == TEXT,
-                            command=command.name if command else None, welcome_days=settings.welcome_days)
+                            command=command.name if command else None, welcome_days=settings.welcome_days,
+                            recheck_s=settings.recheck_s)
     if admission.outcome == "duplicate":
         return Decision(admission)
     if admission.outcome == "command":

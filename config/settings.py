@@ -324,6 +324,12 @@ class Settings:
         return int(self.llm_timeout) + 30
 
     @property
+    def recheck_s(self) -> float:
+        """How long the reconciler leaves a delivery alone before it looks again: a queued one (is its
+        job still in Redis?), one whose push failed (push again), a try given back for a retry."""
+        return 2 * self.reconcile_interval
+
+    @property
     def max_tries(self) -> int:
         """Tries an answer gets: the first and one per retry delay."""
         return 1 + len(self.retry_delays)

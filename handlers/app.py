@@ -102,7 +102,7 @@ class Runtime:
     def push_notice(self, msg, admission, text: str) -> None:
         """An immediate reply on a platform that cannot answer inside the webhook's response (Feishu):
         a notice page of the delivery, pushed by its job (or, if that is lost, by the reconciler)."""
-        self.store.add_notice(admission.delivery_id, text, push_due=True)
+        self.store.add_notice(admission.delivery_id, text, push_in=self.settings.recheck_s)
         self.enqueue(msg, admission)
 
 

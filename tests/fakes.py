@@ -7,6 +7,7 @@ pointed at `.url`. Each server records every request and can be scripted to fail
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 import uuid
@@ -203,17 +204,24 @@ class FakeWeChat(RecordingServer):
         self._fail: tuple[int, str] | None = None
         self._fail_times: int | None = 0
         self._send_delay = 0.0
+        self._down_until = 0.0
+        self.refused_sends = 0
 
     def _reset_state(self):
-        self.token_fetches = 0
+        self.token_fetches = self.refused_sends = 0
         self._sent.clear()
-        self._fail, self._fail_times, self._send_delay = None, 0, 0.0
+        self._fail, self._fail_times, self._send_delay, self._down_until = None, 0, 0.0, 0.0
 
     # -- scripting --
     def fail_send(self, errcode: int, times: int | None = 1, errmsg: str = "scripted failure"):
         """Make the next `times` sends (with a valid token) return `errcode`; times=None means always."""
         with self._cond:
             self._fail, self._fail_times = (errcode, errmsg), times
+
+    def down_for(self, seconds: float):
+        """Answer every send with HTTP 503 for the next `seconds` (an outage of the API)."""
+        with self._cond:
+            self._down_until = time.monotonic() + seconds
 
     def delay_send(self, seconds: float):
         """Sleep `seconds` before answering each send."""
@@ -260,6 +268,10 @@ class FakeWeChat(RecordingServer):
                 return Response(200, {"errcode": 40002, "errmsg": "invalid grant_type"})
             return Response(200, self._issue(b.get("appid"), b.get("secret"), rotate=bool(b.get("force_refresh"))))
         if req.path == "/cgi-bin/message/custom/send" and req.method == "POST":
+            if time.monotonic() < self._down_until:
+                with self._cond:
+                    self.refused_sends += 1
+                return Response(503, "<html>503 Service Unavailable</html>")
             return Response(200, self._send_custom(req))
         return Response(404, {"errcode": -1, "errmsg": f"fake: no route {req.method} {req.path}"})
 
@@ -288,6 +300,7 @@ class FakeWeChat(RecordingServer):
                 if self._fail_times is not None:
                     self._fail_times -= 1
                 errcode, errmsg = self._fail
+                self.refused_sends += 1
                 return {"errcode": errcode, "errmsg": errmsg}
             b = req.body if isinstance(req.body, dict) else {}
             if b.get("msgtype") != "text" or not isinstance(b.get("text"), dict) or not b.get("touser"):
@@ -329,6 +342,7 @@ class FakeLLM(RecordingServer):
         self._calls: list[dict] = []
         self._fail_status, self._fail_times = 500, 0
         self._delay = 0.0
+        self._flaky: tuple[float, float, random.Random] | None = None
 
     @property
     def url(self) -> str:
@@ -338,6 +352,12 @@ class FakeLLM(RecordingServer):
         self._calls.clear()
         self.answer_fn, self.chunk_delay = _default_answer, 0.0
         self._fail_status, self._fail_times, self._delay = 500, 0, 0.0
+        self._flaky = None
+
+    def flaky(self, rate: float, stall: float, seed: int = 0):
+        """Make a random `rate` of calls fail: half with HTTP 500, half by stalling `stall` seconds
+        (past the client's deadline) before answering."""
+        self._flaky = (rate, stall, random.Random(seed))
 
     # -- scripting --
     def set_answer(self, text: str):
@@ -383,6 +403,11 @@ class FakeLLM(RecordingServer):
             failing = self._fail_times is None or self._fail_times > 0
             if failing and self._fail_times is not None:
                 self._fail_times -= 1
+            roll = self._flaky[2].random() if self._flaky else 1.0
+        if self._flaky and roll < self._flaky[0]:
+            if roll < self._flaky[0] / 2:
+                return _error(500, "flaky: server error")
+            self._sleep(self._flaky[1])
         self._sleep(self._delay)
         if failing:
             return _error(self._fail_status, f"scripted failure ({self._fail_status})")

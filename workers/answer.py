@@ -16,7 +16,7 @@ from functools import lru_cache
 from rq import get_current_job
 
 from bot import texts
-from bot.delivery import IN_FLIGHT, RETRY_GRACE_S
+from bot.delivery import IN_FLIGHT
 from bot.errors import DeliveryGone, PermanentFailure, TransientFailure
 from bot.store import Store
 from config import Settings, load_settings
@@ -98,7 +98,8 @@ def answer(ctx: Context, d: dict) -> str:
         settle_failed_try(ctx, d["id"], attempt, exc)
         raise
     sender = ctx.sender(d["platform"])
-    if not ctx.store.record_answer(d["id"], attempt, text, sender.paginate(text), keep_s=sender.keep_s):
+    if not ctx.store.record_answer(d["id"], attempt, text, sender.paginate(text), keep_s=sender.keep_s,
+                                    recheck_s=settings.recheck_s):
         log.warning("delivery %s: try %s lost the question to another try; its answer is dropped", d["id"], attempt)
         return "stale"
     ctx.wakeups.notify(d["id"])
@@ -118,7 +119,7 @@ def settle_failed_try(ctx: Context, delivery_id: int, attempt: int, exc: Excepti
         give_up(ctx, delivery_id, reason, attempt=attempt, push=push)
         return
     delay = ctx.settings.retry_delays[min(attempt, len(ctx.settings.retry_delays)) - 1]
-    ctx.store.release_answer(delivery_id, attempt, error=reason, retry_at=time.time() + delay + RETRY_GRACE_S)
+    ctx.store.release_answer(delivery_id, attempt, error=reason, retry_at=time.time() + delay + ctx.settings.recheck_s)
     log.info("delivery %s: try %s of %s failed (%s); trying again in %ss", delivery_id, attempt,
              ctx.settings.max_tries, reason, delay)
 
@@ -147,7 +148,8 @@ def deliver(ctx: Context, delivery_id: int) -> str:
     """Push the delivery's ready pages; an answer the platform refuses for good is given up."""
     d = ctx.store.delivery(delivery_id)
     try:
-        outcome = push_pages(ctx.store, ctx.sender(d["platform"]), ctx.wakeups, delivery_id)
+        outcome = push_pages(ctx.store, ctx.sender(d["platform"]), ctx.wakeups, delivery_id,
+                             retry_s=ctx.settings.recheck_s)
     except PermanentFailure as exc:
         give_up(ctx, delivery_id, f"{type(exc).__name__}: {exc}")
         return "failed"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 
-from bot.delivery import ANSWERED, NOTICE, PUSH_RETRY_S
+from bot.delivery import ANSWERED, NOTICE
 from bot.errors import PermanentFailure, TransientFailure
 from bot.store import Store
 from workers.wakeups import Wakeups
@@ -19,10 +19,10 @@ HANDOFF_S = 1.0
 DELIVERED, WAITING, RETRY = "delivered", "waiting", "retry"
 
 
-def push_pages(store: Store, sender, wakeups: Wakeups, delivery_id: int) -> str:
+def push_pages(store: Store, sender, wakeups: Wakeups, delivery_id: int, *, retry_s: float) -> str:
     """Push what the delivery has ready, within the sender's budget. Returns `delivered` (nothing
     left), `waiting` (pages wait for a passive reply or `继续`) or `retry` (a push failed for a
-    reason that may pass: the reconciler tries again later).
+    reason that may pass: the reconciler tries again `retry_s` later).
 
     Raises `PermanentFailure` when an answer page can never go out (Feishu refused it for good):
     the caller gives the question up.
@@ -58,8 +58,8 @@ def push_pages(store: Store, sender, wakeups: Wakeups, delivery_id: int) -> str:
             raise
         except TransientFailure as exc:
             store.unpush(page["id"])
-            store.set_due(delivery_id, time.time() + PUSH_RETRY_S)
-            log.warning("delivery %s: push failed (%s); trying again in %ss", delivery_id, exc, PUSH_RETRY_S)
+            store.set_due(delivery_id, time.time() + retry_s)
+            log.warning("delivery %s: push failed (%s); trying again in %ss", delivery_id, exc, retry_s)
             return RETRY
         store.pushed(page["id"])
         pushed += 1

@@ -25,7 +25,7 @@ from collections import Counter
 from rq.job import Job, JobStatus
 
 from bot import texts
-from bot.delivery import ANSWERED, ANSWERING, PUSH_LEASE_S, PUSH_RETRY_S, QUEUED, QUEUED_CHECK_S
+from bot.delivery import ANSWERED, ANSWERING, PUSH_LEASE_S, QUEUED
 from workers.answer import Context, give_up
 from workers.queue import enqueue_answer, first_job_id
 
@@ -64,7 +64,7 @@ def _act(ctx: Context, d: dict, job_alive: bool, now: float) -> str:
     store, status = ctx.store, d["status"]
     if status == QUEUED:
         if job_alive:
-            store.set_due(d["id"], now + QUEUED_CHECK_S)
+            store.set_due(d["id"], now + ctx.settings.recheck_s)
             return "still in the queue"
         requeue(ctx, d, now)
         return "lost jobs queued again"
@@ -84,7 +84,7 @@ def _act(ctx: Context, d: dict, job_alive: bool, now: float) -> str:
         return f"answers {outcome or 'not expired yet'}"
     if d["pages_ready"] and ctx.sender(d["platform"]).may_push():
         if job_alive:
-            store.set_due(d["id"], now + PUSH_RETRY_S)
+            store.set_due(d["id"], now + ctx.settings.recheck_s)
             return "pushes still in the queue"
         requeue(ctx, d, now)
         return "pushes queued again"
@@ -98,7 +98,7 @@ def requeue(ctx: Context, d: dict, now: float) -> str:
     enqueue_answer(ctx.queue, ctx.settings, {"delivery_id": d["id"], "platform": d["platform"],
                                              "user": d["user_external_id"], "message_key": d["message_key"]},
                    job_id=job_id)
-    ctx.store.set_due(d["id"], now + (QUEUED_CHECK_S if d["status"] == QUEUED else PUSH_RETRY_S), job_id=job_id)
+    ctx.store.set_due(d["id"], now + ctx.settings.recheck_s, job_id=job_id)
     return job_id
 
 

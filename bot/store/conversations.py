@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-from bot.delivery import QUEUED_CHECK_S
 from bot.models import SUBSCRIBE, TEXT, UNSUBSCRIBE, Admission, IncomingMessage
 from bot.store.base import extend_membership
 
@@ -15,14 +14,15 @@ class Conversations:
     # -- admission ---------------------------------------------------------------------------
 
     def admit(self, msg: IncomingMessage, *, free_trial: int, charge: bool, command: str | None = None,
-              welcome_days: int = 0, now: float | None = None) -> Admission:
+              welcome_days: int = 0, recheck_s: float = 60, now: float | None = None) -> Admission:
         """Record one delivery and decide its fate, in one transaction.
 
         Find or create the user (a new one gets the free trial and `welcome_days` of membership, each
         with a ledger row); record the delivery (a re-delivery stops here with `duplicate`). An in-chat
         `command` is recorded under its name, without its text (a code must not be stored in clear),
         and is never charged. For a chargeable question, pass a member, or reserve one trial answer
-        with a conditional update, or refuse with `exhausted`. Non-questions are `recorded`.
+        with a conditional update, or refuse with `exhausted`. Non-questions are `recorded`. A queued
+        question is due for the reconciler `recheck_s` from now (by then its job should have run).
         """
         now = time.time() if now is None else now
         with self.write() as c:
@@ -78,7 +78,7 @@ class Conversations:
                 else:
                     outcome, status, charged = "exhausted", "refused", "none"
             c.execute("UPDATE deliveries SET status = ?, charge = ?, due_at = ? WHERE id = ?",
-                      (status, charged, now + QUEUED_CHECK_S if status == "queued" else None, delivery_id))
+                      (status, charged, now + recheck_s if status == "queued" else None, delivery_id))
         return Admission(outcome, delivery_id, user_id, max(trial_limit - trial_used, 0), member_until,
                          new_user)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from bot.delivery import ANSWER, LEASE_MARGIN_S, NOTICE, PUSH_RETRY_S, QUEUED_CHECK_S
+from bot.delivery import ANSWER, LEASE_MARGIN_S, NOTICE
 from bot.store.base import refund_trial
 
 _SELECT = ("SELECT d.*, u.external_id AS user_external_id FROM deliveries d "
@@ -65,16 +65,17 @@ class Deliveries:
                 (retry_at, error[:500], delivery_id, attempt)).rowcount)
 
     def record_answer(self, delivery_id: int, attempt: int, answer: str, pages: list[str], *, keep_s: float,
-                      now: float | None = None) -> bool:
+                      recheck_s: float, now: float | None = None) -> bool:
         """Store the answer, its pages and the conversation turn, in one transaction:
-        `answering → answered`. False if this try no longer holds the question (it lost its lease)."""
+        `answering → answered`, to expire `keep_s` from now if nobody takes it, looked at again by the
+        reconciler after `recheck_s`. False if this try no longer holds the question (it lost its lease)."""
         now = time.time() if now is None else now
         with self.write() as c:
             row = c.execute(
                 "UPDATE deliveries SET status = 'answered', answer = ?, lease_until = NULL, error = NULL, "
                 "expires_at = ?, due_at = ? WHERE id = ? AND status = 'answering' AND attempts = ? "
                 "RETURNING user_id, chat, question",
-                (answer, now + keep_s, now + PUSH_RETRY_S, delivery_id, attempt)).fetchone()
+                (answer, now + keep_s, now + recheck_s, delivery_id, attempt)).fetchone()
             if row is None:
                 return False
             user_id, chat, question = row
@@ -148,7 +149,7 @@ class Deliveries:
             insert_pages(c, delivery_id, user_id, [note[charge]], NOTICE, now)
         return "expired"
 
-    def reopen(self, delivery_id: int, now: float | None = None) -> bool:
+    def reopen(self, delivery_id: int, *, recheck_s: float, now: float | None = None) -> bool:
         """Make a failed question answerable again (the operator retries its job), free of charge.
 
         Its trial answer was refunded when it failed, so it is not charged again; it gets a full set
@@ -159,19 +160,20 @@ class Deliveries:
             return bool(c.execute(
                 "UPDATE deliveries SET status = 'queued', charge = 'none', attempts = 0, answer = NULL, "
                 "finished_at = NULL, error = NULL, due_at = ? WHERE id = ? AND status = 'failed'",
-                (now + QUEUED_CHECK_S, delivery_id)).rowcount)
+                (now + recheck_s, delivery_id)).rowcount)
 
     # -- notices -----------------------------------------------------------------------------
 
-    def add_notice(self, delivery_id: int, text: str, *, push_due: bool, now: float | None = None) -> int:
+    def add_notice(self, delivery_id: int, text: str, *, push_in: float | None = None, now: float | None = None
+                   ) -> int:
         """Leave a notice page (an immediate reply) on a delivery; returns the page id. With
-        `push_due`, the reconciler sees to it that the notice is pushed if nothing else does."""
+        `push_in`, the reconciler sees after that many seconds that it is pushed if nothing else did."""
         now = time.time() if now is None else now
         with self.write() as c:
             (user_id,) = c.execute("SELECT user_id FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
             insert_pages(c, delivery_id, user_id, [text], NOTICE, now)
-            if push_due:
-                c.execute("UPDATE deliveries SET due_at = ? WHERE id = ?", (now + PUSH_RETRY_S, delivery_id))
+            if push_in is not None:
+                c.execute("UPDATE deliveries SET due_at = ? WHERE id = ?", (now + push_in, delivery_id))
             return c.execute("SELECT MAX(id) FROM pages WHERE delivery_id = ?", (delivery_id,)).fetchone()[0]
 
     # -- what is due ---------------------------------------------------------------------------

@@ -58,7 +58,7 @@ class PassiveReply:
         if a.outcome == "duplicate":
             return self._repost(a)
         if decision.reply is not None:
-            self.store.add_notice(a.delivery_id, decision.reply, push_due=False)
+            self.store.add_notice(a.delivery_id, decision.reply)
             return self._finish(self._reply(a.delivery_id, a.user_id, 1), 1)
         if decision.enqueue:
             return self._hold(a.delivery_id, a.user_id, 1)

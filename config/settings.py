@@ -210,7 +210,9 @@ VARIABLES: tuple[Var, ...] = (
     Var("CHATGATE_WORKERS", "workers", _positive_int, 4,
         "RQ worker processes started by `chatgate worker` (each answers one question at a time)."),
     Var("CHATGATE_QUEUE", "queue_name", str, "chatgate", "RQ queue name."),
-    Var("CHATGATE_LOG_LEVEL", "log_level", str, "INFO", "Log level (DEBUG, INFO, WARNING…)."),
+    Var("CHATGATE_LOG_LEVEL", "log_level", str, "INFO",
+        "Log level (DEBUG, INFO, WARNING…). At every level, secrets and the platforms' access tokens are "
+        "shown as `[redacted]`, in the SDKs' lines too."),
 )
 
 PLACEHOLDERS = frozenset({

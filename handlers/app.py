@@ -16,18 +16,13 @@ from bot.errors import ChatgateError
 from bot.gate import decide, job_facts
 from bot.store import Store
 from config import Settings, load_settings
+from config.logs import configure_logging
 from workers.queue import answer_queue, connect, enqueue_answer, enqueue_notice
 
 log = logging.getLogger("chatgate.web")
 
 MAX_BODY_BYTES = 64 * 1024
 """WeChat and Feishu bodies are a few KB; anything larger is refused before parsing (413)."""
-
-
-def configure_logging(settings: Settings) -> None:
-    """One log format for web, worker and CLI; secrets are never passed to the logger."""
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 class QueueUnavailable(ChatgateError):

@@ -137,7 +137,7 @@ def worker(burst, processes):
     from rq.worker_pool import WorkerPool
 
     from bot.store import Store
-    from handlers.app import configure_logging
+    from config.logs import configure_logging
     from workers import answer  # noqa: F401  imported before RQ forks, so each job starts warm
     from workers.queue import answer_queue, connect
     from workers.worker import ChatgateWorker
@@ -168,7 +168,7 @@ def reconcile(as_json):
     failed and expires answers nobody fetched. `chatgate worker` runs it on its own schedule; this is
     for the operator after an outage, or for a cron job where no worker runs it. Needs Redis.
     """
-    from handlers.app import configure_logging
+    from config.logs import configure_logging
     from workers.answer import Context
     from workers.reconcile import reconcile as one_pass
 
@@ -199,7 +199,7 @@ def feishu_connect():
     Feeds the same dispatcher and admission path as the /feishu webhook, so dedupe and quotas behave
     the same; answers still come from `chatgate worker`. Runs until stopped.
     """
-    from handlers.app import configure_logging
+    from config.logs import configure_logging
     from handlers.feishu.connect import connect_forever
 
     settings = _settings()

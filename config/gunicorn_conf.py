@@ -14,8 +14,10 @@ import multiprocessing
 import resource
 
 from config import load_settings
+from config.logs import install_redaction, secrets_of
 
 _settings = load_settings()
+install_redaction(secrets_of(_settings))  # the master's own log lines too; each worker sets up the rest
 
 # Each held post needs a client socket and a Redis connection: lift the open-files limit to the hard one.
 _soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -221,7 +221,9 @@ VARIABLES: tuple[Var, ...] = (
     Var("CHATGATE_WORKERS", "workers", _positive_int, 4,
         "RQ worker processes started by `chatgate worker` (each answers one question at a time)."),
     Var("CHATGATE_QUEUE", "queue_name", str, "chatgate", "RQ queue name."),
-    Var("CHATGATE_LOG_LEVEL", "log_level", str, "INFO", "Log level (DEBUG, INFO, WARNING…)."),
+    Var("CHATGATE_LOG_LEVEL", "log_level", str, "INFO",
+        "Log level (DEBUG, INFO, WARNING…). At every level, secrets and the platforms' access tokens are "
+        "shown as `[redacted]`, in the SDKs' lines too."),
     Var("CHATGATE_REPLAY_WINDOW", "replay_window", _whole_seconds, 300,
         "Seconds a signed WeChat or Feishu request stays valid either side of this server's clock (keep "
         "it NTP-synced); older or later timestamps are refused (403), and in WeChat plaintext mode a "

@@ -15,6 +15,7 @@ from flask import Flask, Response, abort
 from bot.gate import decide, job_facts
 from bot.store import Store
 from config import Settings, load_settings
+from config.logs import configure_logging
 from handlers.senders import sender_for
 from workers.queue import answer_queue, connect, enqueue_answer
 from workers.wakeups import Wakeups
@@ -25,10 +26,6 @@ MAX_BODY_BYTES = 64 * 1024
 """WeChat and Feishu bodies are a few KB; anything larger is refused before parsing (413)."""
 
 
-def configure_logging(settings: Settings) -> None:
-    """One log format for web, worker and CLI; secrets are never passed to the logger."""
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _thread_local():

@@ -1,20 +1,29 @@
 """Fixtures built the way the bot runs: a real Redis, a real SQLite file, the Flask app from its
-factory, real RQ workers, and fake WeChat and LLM servers on 127.0.0.1 that the real wechatpy and
-openai clients talk to."""
+factory, real RQ workers, fake WeChat, Feishu and LLM servers on 127.0.0.1 that the real wechatpy,
+lark-oapi and openai clients talk to, and the Procfile's processes themselves (`live`)."""
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
+import requests
 from redis import Redis
 from rq.serializers import JSONSerializer
 
+from tests import feishu_sim as fs
 from tests import wechat_sim
-from tests.fakes import FakeLLM, FakeWeChat
+from tests.fakes import FakeFeishu, FakeLLM, FakeWeChat
 from tests.redis_server import RedisServer
 
 LLM_KEY = "sk-test-0123456789"
+BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="session")
@@ -125,3 +134,86 @@ def post(client):
         signed = wechat_sim.sign_encrypted(xml) if encrypted else wechat_sim.sign_plain(xml)
         return client.post(signed.path, data=signed.body, content_type="text/xml")
     return send
+
+
+@pytest.fixture(scope="session")
+def _feishu_server():
+    with FakeFeishu(app_id=fs.APP_ID, app_secret=fs.APP_SECRET, bot_open_id=fs.BOT_OPEN_ID) as server:
+        yield server
+
+
+@pytest.fixture
+def fake_feishu(_feishu_server):
+    _feishu_server.reset()
+    return _feishu_server
+
+
+@pytest.fixture
+def feishu_env(env, monkeypatch, fake_feishu):
+    values = {"FEISHU_APP_ID": fs.APP_ID, "FEISHU_APP_SECRET": fs.APP_SECRET,
+              "FEISHU_VERIFICATION_TOKEN": fs.VERIFICATION_TOKEN, "FEISHU_ENCRYPT_KEY": fs.ENCRYPT_KEY,
+              "FEISHU_API_BASE": fake_feishu.url}
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return {**env, **values}
+
+
+@pytest.fixture
+def feishu(feishu_env):
+    """POST an event to /feishu the way Feishu does (encrypted and signed by default)."""
+    from handlers.app import create_app
+
+    client = create_app().test_client()
+
+    def send(event: dict, **kw):
+        body, headers = fs.signed(event, **kw)
+        return client.post("/feishu", data=body, headers=headers)
+    send.client = client
+    return send
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def live(env, tmp_path, monkeypatch):
+    """Start the Procfile's web and worker processes with the test environment; yield a starter.
+
+    `start(**settings)` sets extra environment variables and returns the web URL; both processes
+    write their output, unbuffered, to `tmp_path / "procs.log"`."""
+    procs = []
+
+    def start(**settings):
+        port = free_port()
+        values = {"PORT": str(port), "CHATGATE_HOST": "127.0.0.1", "WEB_CONCURRENCY": "2",
+                  "CHATGATE_LLM_TIMEOUT": "40", "CHATGATE_LOG_LEVEL": "INFO",
+                  "WECHAT_REPLY_WAIT": "4.5", "PYTHONUNBUFFERED": "1", **settings}
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        log = open(tmp_path / "procs.log", "ab")
+        procs.append(subprocess.Popen([str(BIN / "gunicorn"), "--config", "python:config.gunicorn_conf",
+                                       "handlers.app:create_app()"], env=dict(os.environ), stdout=log,
+                                      stderr=subprocess.STDOUT))
+        procs.append(subprocess.Popen([str(BIN / "chatgate"), "worker", "-n", "2"], env=dict(os.environ),
+                                      stdout=log, stderr=subprocess.STDOUT))
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(url + "/healthz", timeout=1).ok:
+                    return url
+            except requests.RequestException:
+                time.sleep(0.2)
+        raise RuntimeError("the web process did not start:\n" + (tmp_path / "procs.log").read_text()[-3000:])
+
+    yield start
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()

@@ -9,45 +9,8 @@ import time
 import pytest
 
 from tests import feishu_sim as fs
-from tests.fakes import FakeFeishu
 
 USER = "ou_user_feishu_1"
-
-
-@pytest.fixture(scope="session")
-def _feishu_server():
-    with FakeFeishu(app_id=fs.APP_ID, app_secret=fs.APP_SECRET, bot_open_id=fs.BOT_OPEN_ID) as server:
-        yield server
-
-
-@pytest.fixture
-def fake_feishu(_feishu_server):
-    _feishu_server.reset()
-    return _feishu_server
-
-
-@pytest.fixture
-def feishu_env(env, monkeypatch, fake_feishu):
-    values = {"FEISHU_APP_ID": fs.APP_ID, "FEISHU_APP_SECRET": fs.APP_SECRET,
-              "FEISHU_VERIFICATION_TOKEN": fs.VERIFICATION_TOKEN, "FEISHU_ENCRYPT_KEY": fs.ENCRYPT_KEY,
-              "FEISHU_API_BASE": fake_feishu.url}
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return {**env, **values}
-
-
-@pytest.fixture
-def feishu(feishu_env):
-    """POST an event to /feishu the way Feishu does (encrypted and signed by default)."""
-    from handlers.app import create_app
-
-    client = create_app().test_client()
-
-    def send(event: dict, **kw):
-        body, headers = fs.signed(event, **kw)
-        return client.post("/feishu", data=body, headers=headers)
-    send.client = client
-    return send
 
 
 def mention_bot(text="hello", **kw):

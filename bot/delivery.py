@@ -67,8 +67,9 @@ READY, PUSHING, SENT, CANCELLED = "ready", "pushing", "sent", "cancelled"
 ANSWER, NOTICE = "answer", "notice"
 """Page kinds: a page of the LLM's answer, or a notice (an immediate reply, an apology, a note)."""
 
-LEASE_MARGIN_S = 30
-"""A try's lease is the job timeout plus this: past it, the try is presumed dead."""
+LEASE_MARGIN_S = 15
+"""A try's lease is the job timeout plus this: past it, the try is presumed dead (RQ ends a try at
+its job timeout from inside the work-horse)."""
 PUSH_LEASE_S = 60
 """A page left `pushing` this long belongs to a sender that died; it becomes ready again."""
 

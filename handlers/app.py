@@ -28,17 +28,23 @@ MAX_BODY_BYTES = 64 * 1024
 
 
 
-def _thread_local():
-    """A thread-local that stays per OS thread under gevent (whose patched `threading.local` is per
-    greenlet: that would open a SQLite connection per request). SQLite calls never yield to gevent,
-    so greenlets of one thread can share one connection."""
+def _under_gevent() -> bool:
     try:
         from gevent import monkey
-
-        if monkey.is_module_patched("threading"):
-            return monkey.get_original("threading", "local")()
     except ImportError:
-        pass
+        return False
+    return monkey.is_module_patched("threading")
+
+
+def _thread_local():
+    """A thread-local that stays per OS thread under gevent (whose patched `threading.local` is per
+    greenlet: that would open a SQLite connection per request). A store call yields to gevent only
+    while it waits for the write lock, before its transaction begins, so greenlets of one thread can
+    share one connection."""
+    if _under_gevent():
+        from gevent import monkey
+
+        return monkey.get_original("threading", "local")()
     return threading.local()
 
 
@@ -74,7 +80,7 @@ class Runtime:
     def store(self) -> Store:
         store = getattr(self._local, "store", None)
         if store is None:
-            store = self._local.store = Store(self.settings.db_path, migrate=False)
+            store = self._local.store = Store(self.settings.db_path, migrate=False, cooperative=_under_gevent())
         return store
 
     def accept(self, msg, *, fetch: bool = False):

@@ -100,9 +100,9 @@ class LiveBot:
 
     # -- faults --------------------------------------------------------------------------------------
 
-    def horses(self) -> list[int]:
-        """The work-horses answering right now: processes of the worker's session that RQ put in a
-        process group of their own."""
+    def _worker_session(self) -> list[tuple[int, int]]:
+        """(pid, process group) of every process of the worker's session: the pool, its workers,
+        their schedulers and work-horses."""
         found = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -111,10 +111,13 @@ class LiveBot:
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            pgrp, session = int(fields[2]), int(fields[3])
-            if self.worker and session == self.worker.pid and pgrp == int(entry.name):
-                found.append(int(entry.name))
+            if self.worker and int(fields[3]) == self.worker.pid:
+                found.append((int(entry.name), int(fields[2])))
         return found
+
+    def horses(self) -> list[int]:
+        """The work-horses answering right now: RQ puts each in a process group of its own."""
+        return [pid for pid, pgrp in self._worker_session() if pgrp == pid != self.worker.pid]
 
     def kill_a_horse(self, timeout: float = 20) -> int:
         """SIGKILL the first work-horse that shows up (as the OOM killer would)."""
@@ -127,8 +130,10 @@ class LiveBot:
         raise TimeoutError("no work-horse appeared")
 
     def kill_worker(self) -> None:
-        """SIGKILL the whole worker: its pool, the workers and their horses."""
-        os.killpg(self.worker.pid, signal.SIGKILL)
+        """SIGKILL the whole worker at once, as a host crash would: its pool, the workers and their
+        work-horses (which RQ puts in process groups of their own)."""
+        for pid, _ in self._worker_session():
+            os.kill(pid, signal.SIGKILL)
         self.worker.wait()
 
     def kill_redis(self) -> None:

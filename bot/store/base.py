@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from bot.store.schema import migrations
 
 BUSY_TIMEOUT_S = 30.0
 """How long a connection waits for another process's write lock before giving up."""
+COOPERATIVE_BUSY_S = 0.02
+"""SQLite's own wait in a cooperative store: a reader's rare wait on a checkpoint, no more."""
 
 DAY_S = 86400
 """Seconds in a membership day."""
@@ -42,12 +45,16 @@ def _file_lock(path: Path):
 class StoreBase:
     """The connection and its transactions; the parts of `Store` build on it."""
 
-    def __init__(self, path: str | os.PathLike, *, migrate: bool = True):
+    def __init__(self, path: str | os.PathLike, *, migrate: bool = True, cooperative: bool = False):
+        """`cooperative`: wait for another process's write lock in Python sleeps rather than in
+        SQLite's own busy handler, which blocks the whole thread: under gevent, every request the
+        web process holds would stall with it (past WeChat's 5 s, if a lock is held that long)."""
         self.path = Path(path)
+        self.cooperative = cooperative
         if str(path) != ":memory:":
             create_private(self.path)
-        conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None,
-                               check_same_thread=False)
+        conn = sqlite3.connect(str(self.path), timeout=COOPERATIVE_BUSY_S if cooperative else BUSY_TIMEOUT_S,
+                               isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
@@ -70,7 +77,7 @@ class StoreBase:
     @contextmanager
     def write(self):
         """One short write transaction that takes the write lock up front (BEGIN IMMEDIATE)."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        self._begin()
         try:
             yield self.conn
         except BaseException:
@@ -78,6 +85,22 @@ class StoreBase:
             raise
         else:
             self.conn.execute("COMMIT")
+
+    def _begin(self) -> None:
+        if not self.cooperative:
+            self.conn.execute("BEGIN IMMEDIATE")
+            return
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        pause = 0.002
+        while True:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(pause)  # patched by gevent: other requests go on meanwhile
+            pause = min(pause * 2, 0.05)
 
     def backup(self, target: str | os.PathLike) -> dict:
         """Copy the database to `target` (mode 600) with SQLite's online backup API.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 
+import redis
 import requests
 from wechatpy.client import WeChatClient
 from wechatpy.exceptions import WeChatClientException
@@ -144,6 +145,8 @@ class WeChatSender:
             raise TransientFailure(detail) from None
         except requests.RequestException as exc:  # connection errors and timeouts
             raise TransientFailure(f"WeChat API unreachable: {type(exc).__name__}") from None
+        except redis.RedisError as exc:  # the shared access token lives in Redis
+            raise TransientFailure(f"the access token store is unavailable: {type(exc).__name__}") from None
 
 
 class DevWeChatSender(WeChatSender):

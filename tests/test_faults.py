@@ -1,0 +1,205 @@
+"""Faults against the running bot: the Procfile's gunicorn web and `chatgate worker` on a Redis of their
+own, WeChat posting each message with its real rhythm (three posts, 5 s apart, replies after 5 s
+dropped). After each fault, every question must be answered exactly once or refunded and told exactly
+once, charged once, and no page may have gone out twice.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from tests.live import Asker, LiveBot, tally
+
+FAST = {"WEB_CONCURRENCY": "2", "CHATGATE_WORKERS": "2", "CHATGATE_RECONCILE_INTERVAL": "1",
+        "CHATGATE_RETRY_DELAYS": "1,1", "CHATGATE_LLM_TIMEOUT": "4", "WECHAT_REPLY_WAIT": "4.5",
+        "CHATGATE_LOG_LEVEL": "INFO"}
+
+
+@pytest.fixture
+def bot(env, tmp_path, fake_wechat, fake_llm):
+    b = LiveBot(tmp_path, {**os.environ, **env, **FAST})
+    yield b
+    b.stop()
+
+
+def texts_read(askers: list[Asker], fake_wechat) -> dict[str, list[str]]:
+    read = {a.openid: list(a.replies) for a in askers}
+    for to, content in fake_wechat.sent:
+        read.setdefault(to, []).append(content)
+    return read
+
+
+def settle(bot: LiveBot, askers: list[Asker], questions: dict[str, str], fake_wechat, timeout: float = 60):
+    """Wait until every question is settled exactly once; fail with the tally and the log if not."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = tally(bot.env["CHATGATE_DB"], questions, texts_read(askers, fake_wechat))
+        if result.exact or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert result.exact, f"{result.line()}; {result.wrong}\n{bot.log()[-4000:]}"
+    no_page_twice(bot.env["CHATGATE_DB"], fake_wechat)
+    return result
+
+
+def no_page_twice(db_path: str, fake_wechat) -> None:
+    pushed = fake_wechat.sent
+    assert len(pushed) == len(set(pushed)), "a page was pushed twice"
+    db = sqlite3.connect(db_path)
+    states = db.execute("SELECT state, COUNT(*) FROM pages GROUP BY state").fetchall()
+    db.close()
+    assert "pushing" not in dict(states)
+
+
+def ask_all(bot: LiveBot, count: int, prefix: str, first_msg_id: int) -> tuple[list[Asker], dict, list]:
+    askers = [Asker(bot.url, f"o{prefix}{i:03d}") for i in range(count)]
+    questions = {f"{prefix}-{i:03d}": a.openid for i, a in enumerate(askers)}
+    threads = [a.say_in_background(q, first_msg_id + i) for i, (q, a) in enumerate(zip(questions, askers, strict=True))]
+    return askers, questions, threads
+
+
+def test_a_work_horse_killed_mid_answer_on_the_first_try_is_answered_once(bot, fake_llm, fake_wechat):
+    bot.start()
+    fake_llm.delay(3)
+    askers, questions, threads = ask_all(bot, 1, "kill1", 8100000000000001)
+    fake_llm.wait_for_calls(1)
+    bot.kill_a_horse()
+    for t in threads:
+        t.join()
+    settle(bot, askers, questions, fake_wechat)
+    assert len(fake_llm.calls) == 2  # the killed try and the next
+
+
+def test_a_work_horse_killed_on_the_last_try_is_refunded_and_told_once(bot, fake_llm, fake_wechat, store):
+    bot.start()
+    fake_llm.delay(2)
+    fake_llm.fail(500, times=2)
+    askers, questions, threads = ask_all(bot, 1, "killlast", 8100000000000101)
+    fake_llm.wait_for_calls(3, timeout=30)
+    bot.kill_a_horse()
+    for t in threads:
+        t.join()
+    result = settle(bot, askers, questions, fake_wechat)
+    assert result.refunded_and_told == 1
+    user = store.find_user("wechat", askers[0].openid)
+    assert user["trial_used"] == 0
+    assert [r["kind"] for r in store.ledger(user["id"])] == ["trial_start", "trial_use", "trial_refund"]
+
+
+def test_a_worker_killed_whole_is_finished_by_the_reconciler_when_the_lease_runs_out(bot, fake_llm, fake_wechat):
+    bot.start(CHATGATE_LLM_TIMEOUT="2", WECHAT_REPLY_WAIT="0")  # a lease of 2 + 30 + 15 s
+    fake_llm.delay(1.5)
+    askers, questions, threads = ask_all(bot, 1, "killall", 8100000000000201)
+    fake_llm.wait_for_calls(1)
+    bot.kill_worker()  # the pool, its workers and the horse: nobody settles the try
+    bot.start_worker()
+    for t in threads:
+        t.join()
+    settle(bot, askers, questions, fake_wechat, timeout=90)
+    assert "dead tries restarted 1" in bot.log()
+
+
+@pytest.mark.parametrize("fault", ["killed", "wiped"])
+def test_redis_killed_or_wiped_mid_run_loses_no_question(bot, fake_llm, fake_wechat, fault):
+    bot.start()
+    fake_llm.delay(2)
+    askers, questions, threads = ask_all(bot, 6, f"redis{fault}", 8100000000001001 + 100 * (fault == "wiped"))
+    fake_llm.wait_for_calls(2)
+    if fault == "killed":
+        bot.kill_redis()
+        time.sleep(3)
+        bot.restart_redis()  # empty: no persistence, the worst case
+    else:
+        bot.wipe_redis()
+    more = [a.say_in_background(f"after-{fault}-{i}", 8100000000002001 + i + 100 * (fault == "wiped"))
+            for i, a in enumerate(askers[:2])]
+    questions.update({f"after-{fault}-{i}": a.openid for i, a in enumerate(askers[:2])})
+    for t in threads + more:
+        t.join()
+    settle(bot, askers, questions, fake_wechat, timeout=90)
+
+
+def test_the_push_api_down_then_back_delivers_each_answer_once(bot, fake_llm, fake_wechat):
+    bot.start(WECHAT_REPLY_WAIT="0")  # acknowledge at once: every answer has to be pushed
+    fake_wechat.down_for(12)
+    askers, questions, threads = ask_all(bot, 4, "pushdown", 8100000000003001)
+    for t in threads:
+        t.join()
+    settle(bot, askers, questions, fake_wechat, timeout=60)
+    assert fake_wechat.refused_sends >= 4
+
+
+def test_a_push_refused_for_good_is_answered_with_the_next_message(bot, fake_llm, fake_wechat, store):
+    bot.start(WECHAT_REPLY_WAIT="0")
+    fake_wechat.fail_send(40164, times=None, errmsg="invalid ip, not in whitelist")
+    askers, questions, threads = ask_all(bot, 3, "refused", 8100000000004001)
+    for t in threads:
+        t.join()
+    fake_llm.wait_for_calls(3)
+    time.sleep(2)  # the pushes are refused; the answers wait
+    assert fake_wechat.sent == []
+    for i, a in enumerate(askers):
+        a.say("thanks", 8100000000004101 + i)  # the reply carries the earlier answer
+    settle(bot, askers, questions, fake_wechat)
+    assert all("echo: refused-" in a.replies[0] for a in askers)
+    for a in askers:
+        assert store.find_user("wechat", a.openid)["trial_used"] == 2  # both questions, each once
+
+
+def test_an_llm_failing_a_fifth_of_its_calls_answers_or_refunds_each_question_once(bot, fake_llm, fake_wechat):
+    bot.start()
+    fake_llm.flaky(0.2, stall=6, seed=7)  # half 500s, half stalls past CHATGATE_LLM_TIMEOUT
+    askers, questions, threads = ask_all(bot, 10, "flaky", 8100000000005001)
+    for t in threads:
+        t.join()
+    settle(bot, askers, questions, fake_wechat, timeout=90)
+
+
+def test_a_sqlite_write_lock_held_across_wechats_five_seconds(bot, fake_llm, fake_wechat):
+    bot.start()
+    fake_llm.delay(2.5)
+    askers, questions, threads = ask_all(bot, 3, "locked", 8100000000006001)
+    locked = threading.Event()
+
+    def hold_the_lock():
+        db = sqlite3.connect(bot.env["CHATGATE_DB"], timeout=30, isolation_level=None)
+        db.execute("BEGIN IMMEDIATE")  # as a long operator command or a backup would
+        locked.set()
+        time.sleep(5.5)
+        db.execute("COMMIT")
+        db.close()
+
+    time.sleep(2)
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    locked.wait()
+    for t in threads + [holder]:
+        t.join()
+    settle(bot, askers, questions, fake_wechat)
+
+
+def test_a_reply_that_could_not_reach_wechat_in_time_is_served_to_the_next_post(bot, fake_llm, fake_wechat, store):
+    """Behaviour 5: a passive reply held up past WeChat's 5 s (here by a SQLite write lock) never
+    arrives; WeChat posts again, and that post gets the page."""
+    bot.start(WECHAT_REPLY_MODE="passive", WECHAT_REPLY_WAIT="0")
+    asker = Asker(bot.url, "oLateReply")
+    asker.say("late-000", 8100000000007001)  # acknowledged at once; the answer waits for 继续
+    deadline = time.monotonic() + 20
+    while not store.find_user("wechat", asker.openid) or store.deliveries(
+            store.find_user("wechat", asker.openid)["id"])[0]["status"] != "answered":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    db = sqlite3.connect(bot.env["CHATGATE_DB"], timeout=30, isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")  # every post's admission now waits until the lock is gone
+    fetch = asker.say_in_background("继续", 8100000000007002)
+    time.sleep(6.5)  # past WeChat's cut-off for the first post of 继续
+    db.execute("COMMIT")
+    db.close()
+    fetch.join()
+    settle(bot, [asker], {"late-000": asker.openid}, fake_wechat)
+    assert asker.posts == 3 and asker.replies == ["echo: late-000"]

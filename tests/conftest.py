@@ -128,6 +128,22 @@ def run_worker(env, redis_url):
 
 
 @pytest.fixture
+def reconcile(env):
+    """One pass of the reconciler, as the worker runs it, as if `seconds` had passed."""
+    def run(seconds: float = 0):
+        from config import load_settings
+        from workers.answer import Context
+        from workers.reconcile import reconcile as one_pass
+
+        ctx = Context(load_settings())
+        try:
+            return one_pass(ctx, now=time.time() + seconds)
+        finally:
+            ctx.close()
+    return run
+
+
+@pytest.fixture
 def post(client):
     """POST a signed (and by default encrypted) WeChat message XML to /wechat."""
     def send(xml: str, *, encrypted: bool = True):

@@ -130,10 +130,8 @@ def test_the_trial_over_text_is_sent_as_a_reply(feishu, run_worker, fake_feishu,
         "Your 1 free answers are used up. Become a member to keep asking.", "echo: first"]
 
 
-def test_a_reply_that_keeps_failing_is_kept_and_pushed_once_when_feishu_recovers(feishu, run_worker, fake_feishu,
-                                                                                   fake_llm, store):
-    from tests.test_wechat_flow import reconcile_later
-
+def test_a_reply_that_keeps_failing_is_kept_and_pushed_once_when_feishu_recovers(feishu, run_worker, reconcile,
+                                                                                   fake_feishu, fake_llm, store):
     fake_feishu.fail_reply(99991400, times=None, status=429)  # rate limited on every try
     feishu(fs.message_event(text="hello?", sender=USER))
     run_worker()
@@ -141,7 +139,7 @@ def test_a_reply_that_keeps_failing_is_kept_and_pushed_once_when_feishu_recovers
     [d] = store.deliveries()
     assert d["status"] == "answered" and store.find_user("feishu", USER)["trial_used"] == 1  # kept, not lost
     fake_feishu.reset()  # Feishu recovers
-    assert reconcile_later(store, seconds=61)["pushes queued again"] == 1
+    assert reconcile(seconds=61)["pushes queued again"] == 1
     run_worker()
     assert [text for _, text, _ in fake_feishu.replies] == ["echo: hello?"]
     assert store.deliveries()[0]["status"] == "delivered" and len(fake_llm.calls) == 1

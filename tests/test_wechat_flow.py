@@ -215,7 +215,7 @@ def test_an_answer_with_cdata_end_survives_the_passive_reply(post, env, monkeypa
     assert wechat_sim.read_reply(res.get_data(as_text=True))["Content"] == "buy at https://shop.example/?a=]]>&b=1"
 
 
-def test_a_question_admitted_while_redis_is_down_is_queued_by_the_reconciler(env, monkeypatch, run_worker,
+def test_a_question_admitted_while_redis_is_down_is_queued_by_the_reconciler(env, monkeypatch, run_worker, reconcile,
                                                                              fake_wechat, fake_llm, store):
     from handlers.app import create_app
 
@@ -230,26 +230,11 @@ def test_a_question_admitted_while_redis_is_down_is_queued_by_the_reconciler(env
     assert create_app().test_client().post(signed.path, data=signed.body).status_code == 200
     run_worker()
     assert fake_llm.calls == []  # nothing in the queue yet
-    reconcile_later(store, seconds=61)
+    reconcile(seconds=61)
     run_worker()
     assert fake_wechat.sent == [(OPENID, "echo: hello?")]
     user = store.find_user("wechat", OPENID)
     assert user["trial_used"] == 1 and len(store.deliveries(user["id"])) == 1
-
-
-def reconcile_later(store, seconds: float):
-    """Run one reconciler pass as if `seconds` had passed."""
-    import time
-
-    from config import load_settings
-    from workers.answer import Context
-    from workers.reconcile import reconcile
-
-    ctx = Context(load_settings())
-    try:
-        return reconcile(ctx, now=time.time() + seconds)
-    finally:
-        ctx.close()
 
 
 def test_the_database_is_owner_only(app, env):
@@ -297,14 +282,14 @@ def test_an_llm_slower_than_the_deadline_is_retried_then_refunded(post, run_work
     assert store.find_user("wechat", OPENID)["trial_used"] == 0
 
 
-def test_a_pending_answer_nobody_fetches_is_refunded_and_the_user_told_later(post, run_worker, fake_wechat,
-                                                                            monkeypatch, store):
+def test_a_pending_answer_nobody_fetches_is_refunded_and_the_user_told_later(post, run_worker, reconcile,
+                                                                            fake_wechat, monkeypatch, store):
     monkeypatch.setenv("WECHAT_REPLY_MODE", "passive")
     post(text_xml(OPENID, "never fetched", 9101))
     run_worker()
     user = store.find_user("wechat", OPENID)
     assert store.deliveries(user["id"])[0]["status"] == "answered" and fake_wechat.sent == []
-    counts = reconcile_later(store, seconds=2 * 86400 + 1)  # past WECHAT_PENDING_TTL
+    counts = reconcile(seconds=2 * 86400 + 1)  # past WECHAT_PENDING_TTL
     assert counts["answers expired"] == 1
     assert store.deliveries(user["id"])[0]["status"] == "expired"
     assert store.find_user("wechat", OPENID)["trial_used"] == 0

@@ -64,7 +64,7 @@ def write_messages(path: Path, kind: str, first_msg_id: int, count: int, signer:
 
 
 def count_held(redis_client) -> int:
-    return sum(1 for _ in redis_client.scan_iter(match="chatgate:wechat:*:holding:*", count=1000))
+    return sum(1 for _ in redis_client.scan_iter(match="chatgate:held:*", count=1000))
 
 
 def main() -> int:

@@ -6,14 +6,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-import requests
 from redis import Redis
 from rq.serializers import JSONSerializer
 
@@ -23,7 +18,6 @@ from tests.fakes import FakeFeishu, FakeLLM, FakeWeChat
 from tests.redis_server import RedisServer
 
 LLM_KEY = "sk-test-0123456789"
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="session")
@@ -188,48 +182,25 @@ def feishu(feishu_env):
     return send
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def live(env, tmp_path, monkeypatch):
     """Start the Procfile's web and worker processes with the test environment; yield a starter.
 
-    `start(**settings)` sets extra environment variables and returns the web URL; both processes
-    write their output, unbuffered, to `tmp_path / "procs.log"`."""
-    procs = []
+    `start(**settings)` sets extra environment variables and returns the web URL once the web
+    answers and a worker listens; both processes write their output, unbuffered, to
+    `tmp_path / "procs.log"`."""
+    from tests.live import LiveBot
+
+    bots = []
 
     def start(**settings):
-        port = free_port()
-        values = {"PORT": str(port), "CHATGATE_HOST": "127.0.0.1", "WEB_CONCURRENCY": "2",
-                  "CHATGATE_LLM_TIMEOUT": "40", "CHATGATE_LOG_LEVEL": "INFO",
-                  "WECHAT_REPLY_WAIT": "4.5", "PYTHONUNBUFFERED": "1", **settings}
+        values = {"WEB_CONCURRENCY": "2", "CHATGATE_WORKERS": "2", "CHATGATE_LLM_TIMEOUT": "40",
+                  "CHATGATE_LOG_LEVEL": "INFO", "WECHAT_REPLY_WAIT": "4.5", **settings}
         for name, value in values.items():
             monkeypatch.setenv(name, value)
-        log = open(tmp_path / "procs.log", "ab")
-        procs.append(subprocess.Popen([str(BIN / "gunicorn"), "--config", "python:config.gunicorn_conf",
-                                       "handlers.app:create_app()"], env=dict(os.environ), stdout=log,
-                                      stderr=subprocess.STDOUT))
-        procs.append(subprocess.Popen([str(BIN / "chatgate"), "worker", "-n", "2"], env=dict(os.environ),
-                                      stdout=log, stderr=subprocess.STDOUT))
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(url + "/healthz", timeout=1).ok:
-                    return url
-            except requests.RequestException:
-                time.sleep(0.2)
-        raise RuntimeError("the web process did not start:\n" + (tmp_path / "procs.log").read_text()[-3000:])
+        bots.append(LiveBot(tmp_path, dict(os.environ), own_redis=False))
+        return bots[-1].start()
 
     yield start
-    for p in procs:
-        p.terminate()
-    for p in procs:
-        try:
-            p.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            p.kill()
+    for bot in bots:
+        bot.stop()

@@ -218,6 +218,11 @@ class FakeWeChat(RecordingServer):
         with self._cond:
             self._fail, self._fail_times = (errcode, errmsg), times
 
+    def reset_failures(self):
+        """Stop failing sends (what was recorded stays)."""
+        with self._cond:
+            self._fail, self._fail_times, self._down_until = None, 0, 0.0
+
     def down_for(self, seconds: float):
         """Answer every send with HTTP 503 for the next `seconds` (an outage of the API)."""
         with self._cond:

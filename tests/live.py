@@ -48,19 +48,24 @@ def procfile_command(name: str) -> list[str]:
 class LiveBot:
     """The web and worker processes of the Procfile, started with `env`, on their own Redis."""
 
-    def __init__(self, workdir: Path, env: dict[str, str]):
+    def __init__(self, workdir: Path, env: dict[str, str], *, own_redis: bool = True):
+        """`own_redis`: a Redis of its own with no persistence (a killed one loses everything, the
+        worst case); otherwise the processes use `env["REDIS_URL"]`."""
         self.workdir = workdir
         self.env = dict(env)
-        self.redis = EmbeddedRedis()  # no persistence: a killed Redis loses everything, the worst case
+        self.redis = EmbeddedRedis() if own_redis else None
         self.log_path = workdir / "procs.log"
         self.web: subprocess.Popen | None = None
         self.worker: subprocess.Popen | None = None
         self.url = ""
 
     def start(self, **settings: str) -> str:
-        self.redis.start()
+        """Start web and worker; returns the web URL once it answers and a worker listens."""
+        if self.redis is not None:
+            self.redis.start()
+            self.env["REDIS_URL"] = self.redis.url
         port = free_port()
-        self.env.update({"REDIS_URL": self.redis.url, "PORT": str(port), "CHATGATE_HOST": "127.0.0.1",
+        self.env.update({"PORT": str(port), "CHATGATE_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1",
                          "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **settings})
         self.web = self._spawn("web")
         self.start_worker()
@@ -68,11 +73,19 @@ class LiveBot:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                if requests.get(self.url + "/healthz", timeout=1).ok:
+                if requests.get(self.url + "/healthz", timeout=1).ok and self._workers_listen():
                     return self.url
             except requests.RequestException:
-                time.sleep(0.2)
-        raise RuntimeError("the web process did not start:\n" + self.log()[-3000:])
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("web or worker did not start:\n" + self.log()[-3000:])
+
+    def _workers_listen(self) -> bool:
+        from redis import Redis
+        from rq import Worker
+
+        with Redis.from_url(self.env["REDIS_URL"]) as connection:
+            return Worker.count(connection=connection) >= 1
 
     def _spawn(self, name: str) -> subprocess.Popen:
         out = open(self.log_path, "ab")
@@ -93,7 +106,8 @@ class LiveBot:
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
-        self.redis.stop()
+        if self.redis is not None:
+            self.redis.stop()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -8,7 +8,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import string
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from rq.serializers import JSONSerializer
 from bot.cli import embedded_redis_dir
 from bot.embedded_redis import EmbeddedRedis
 from config import VARIABLES
+from tests.live import free_port
 
 CHATGATE = Path(sys.executable).parent / "chatgate"
 
@@ -130,12 +130,6 @@ except redis.RedisError:
     answered = False
 Path(f"exit-{name}.json").write_text(json.dumps({"signal": got[0], "redis": answered, "at": time.time()}))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def redis_shutdown_time(log: str) -> float:

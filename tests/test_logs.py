@@ -14,7 +14,8 @@ import requests
 from config.logs import FORMAT, MARK, install_redaction, redact, secrets_of
 from tests import feishu_sim as fs
 from tests import wechat_sim
-from tests.conftest import LLM_KEY, free_port
+from tests.conftest import LLM_KEY
+from tests.live import free_port
 from tests.redis_server import RedisServer
 from tests.wechat_sim import text_xml
 

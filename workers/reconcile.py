@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 from rq.job import Job, JobStatus
 
@@ -31,8 +32,6 @@ from workers.queue import enqueue_answer, first_job_id
 
 log = logging.getLogger("chatgate.reconcile")
 
-ALIVE = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
-"""RQ job states in which a job will still run (or is running)."""
 LOCK_KEY = "chatgate:reconcile"
 
 
@@ -107,7 +106,30 @@ def _job_id(d: dict) -> str:
 
 
 def _alive(ctx: Context, job_ids: list[str]) -> set[str]:
+    """The jobs that will still run: queued, deferred, scheduled and not overdue (a scheduler that died
+    leaves its retries in RQ's registry), or started within the job timeout (a started job whose
+    worker died stays "started" until RQ cleans its registry)."""
     if not job_ids:
         return set()
     jobs = Job.fetch_many(job_ids, connection=ctx.redis, serializer=ctx.queue.serializer)
-    return {job.id for job in jobs if job is not None and job.get_status(refresh=False) in ALIVE}
+    now = datetime.now(UTC)
+    alive = set()
+    for job in jobs:
+        status = job.get_status(refresh=False) if job is not None else None
+        if status in (JobStatus.QUEUED, JobStatus.DEFERRED):
+            alive.add(job.id)
+        elif status == JobStatus.SCHEDULED:
+            try:
+                due = _utc(ctx.queue.scheduled_job_registry.get_scheduled_time(job))
+            except Exception:  # no longer in the registry: it is being moved to the queue
+                due = now
+            if due > now - timedelta(seconds=ctx.settings.recheck_s):
+                alive.add(job.id)
+        elif status == JobStatus.STARTED and job.started_at is not None:
+            if _utc(job.started_at) > now - timedelta(seconds=ctx.settings.job_timeout):
+                alive.add(job.id)
+    return alive
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -32,6 +32,9 @@ class ChatgateWorker(Worker):
         self.settings = load_settings()
         # The worker waits on the queue for worker_ttl - 15 s between maintenance checks.
         kwargs.setdefault("worker_ttl", max(20, int(self.settings.reconcile_interval) + 15))
+        # RQ's own upkeep (cleaning registries of dead workers' jobs, taking over the scheduler of a
+        # worker that died) every minute rather than every ten.
+        kwargs.setdefault("maintenance_interval", max(60, int(self.settings.reconcile_interval)))
         super().__init__(*args, **kwargs)
         self._work_horse_killed_handler = self._settle_killed_horse
         self._next_reconcile = 0.0

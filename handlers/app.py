@@ -16,7 +16,7 @@ from bot.gate import decide, job_facts
 from bot.store import Store
 from config import Settings, load_settings
 from config.logs import configure_logging
-from handlers.senders import sender_for
+from handlers.outbound import sender_for
 from workers.queue import answer_queue, connect, enqueue_answer
 from workers.wakeups import Wakeups
 

@@ -12,7 +12,6 @@ import logging
 from typing import Protocol
 
 from bot.errors import PermanentFailure
-from config import Settings
 
 log = logging.getLogger("chatgate.outbox")
 
@@ -40,17 +39,11 @@ class Sender(Protocol):
         """Push one text to the user (as a reply to `message_key` where the platform has replies)."""
 
 
-class LogSender:
-    """Development only: writes what would be sent to the log, for a platform with no credentials."""
+class PushOnly:
+    """The policy of a platform with no passive reply (Feishu): every page is pushed, with no budget,
+    and a page refused for good can go out no other way."""
 
     push_budget = None
-    keep_s = 86400
-
-    def __init__(self, platform: str):
-        self.platform = platform
-
-    def paginate(self, answer: str) -> list[str]:
-        return [answer]
 
     def with_more_hint(self, text: str) -> str:
         return text
@@ -61,25 +54,17 @@ class LogSender:
     def waits_after(self, exc: PermanentFailure) -> bool:
         return False
 
+
+class LogSender(PushOnly):
+    """Development only: writes what would be sent to the log, for a platform with no credentials."""
+
+    keep_s = 86400
+
+    def __init__(self, platform: str):
+        self.platform = platform
+
+    def paginate(self, answer: str) -> list[str]:
+        return [answer]
+
     def send(self, user: str, text: str, *, chat: str = "", message_key: str = "", idem: str = "") -> None:
         log.info("[dev outbox] %s:%s ← %s", self.platform, user, text)
-
-
-def sender_for(platform: str, settings: Settings, redis) -> Sender:
-    """The sender for `platform`; in development, a LogSender when its credentials are unset."""
-    if platform == "wechat":
-        from handlers.wechat.send import DevWeChatSender, WeChatSender
-
-        if settings.wechat_can_send:
-            return WeChatSender(settings, redis)
-        if not settings.production:
-            return DevWeChatSender(settings, redis)
-        raise RuntimeError("WECHAT_APP_ID and WECHAT_APP_SECRET are needed to send WeChat answers")
-    if platform == "feishu":
-        if settings.feishu_app_id and settings.feishu_app_secret:
-            from handlers.feishu.send import FeishuSender
-            return FeishuSender(settings, redis)
-        if not settings.production:
-            return LogSender(platform)
-        raise RuntimeError("FEISHU_APP_ID and FEISHU_APP_SECRET are needed to send Feishu answers")
-    raise ValueError(f"unknown platform {platform!r}")

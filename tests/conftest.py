@@ -122,6 +122,23 @@ def run_worker(env, redis_url):
 
 
 @pytest.fixture
+def webhook(env, monkeypatch):
+    """A webhook built after changing settings: `webhook(CHATGATE_FREE_TRIAL="1")` → post(xml)."""
+    def make(**values):
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        from handlers.app import create_app
+
+        client = create_app().test_client()
+
+        def post(xml: str):
+            signed = wechat_sim.sign_encrypted(xml)
+            return client.post(signed.path, data=signed.body, content_type="text/xml")
+        return post
+    return make
+
+
+@pytest.fixture
 def reconcile(env):
     """One pass of the reconciler, as the worker runs it, as if `seconds` had passed."""
     def run(seconds: float = 0):

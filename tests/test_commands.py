@@ -36,23 +36,6 @@ def queued(redis_url) -> int:
 
 
 @pytest.fixture
-def webhook(env, monkeypatch):
-    """A webhook built after changing settings: `webhook(CHATGATE_FREE_TRIAL="1")` → post(xml)."""
-    def make(**values):
-        for name, value in values.items():
-            monkeypatch.setenv(name, value)
-        from handlers.app import create_app
-
-        client = create_app().test_client()
-
-        def post(xml: str):
-            signed = wechat_sim.sign_encrypted(xml)
-            return client.post(signed.path, data=signed.body, content_type="text/xml")
-        return post
-    return make
-
-
-@pytest.fixture
 def new_code(store):
     """Make a code the way `chatgate codes create` does and return it as printed."""
     made = []

@@ -20,23 +20,6 @@ def reply_of(res) -> str:
     return wechat_sim.read_reply(body)["Content"]
 
 
-@pytest.fixture
-def webhook(env, monkeypatch):
-    """The webhook, built after changing settings: `webhook(WECHAT_REPLY_MODE="passive")` → post(xml)."""
-    def make(**values):
-        for name, value in values.items():
-            monkeypatch.setenv(name, value)
-        from handlers.app import create_app
-
-        client = create_app().test_client()
-
-        def post(xml: str):
-            signed = wechat_sim.sign_encrypted(xml)
-            return client.post(signed.path, data=signed.body, content_type="text/xml")
-        return post
-    return make
-
-
 def deliveries(store, openid=OPENID):
     return store.deliveries(store.find_user("wechat", openid)["id"])
 

@@ -20,7 +20,7 @@ from bot.delivery import IN_FLIGHT
 from bot.errors import DeliveryGone, PermanentFailure, TransientFailure
 from bot.store import Store
 from config import Settings, load_settings
-from handlers.senders import sender_for
+from handlers.outbound import sender_for
 from workers.deliver import RETRY, push_pages
 from workers.llm import llm_for
 from workers.queue import answer_queue, connect

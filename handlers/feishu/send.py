@@ -10,6 +10,7 @@ from bot.errors import PermanentFailure, TransientFailure
 from bot.paging import fit_pages, split_text
 from bot.texts import TRUNCATED
 from config import Settings
+from handlers.senders import PushOnly
 
 PLATFORM = "feishu"
 TEXT_LIMIT_BYTES = 30_000
@@ -75,13 +76,12 @@ def fetch_bot_open_id(client) -> str:
     return open_id
 
 
-class FeishuSender:
+class FeishuSender(PushOnly):
     """Replies to the asking message; in groups the reply quotes the question. Feishu has no reply
     inside the webhook's response: every page is pushed, and a page Feishu refuses for good (the bot
     left the chat, a missing permission) can never go out."""
 
     platform = PLATFORM
-    push_budget = None
     keep_s = KEEP_S
 
     def __init__(self, settings: Settings, redis):
@@ -89,15 +89,6 @@ class FeishuSender:
 
     def paginate(self, answer: str) -> list[str]:
         return fit_pages(split_text(answer, TEXT_LIMIT_BYTES), MAX_PARTS, TRUNCATED, TEXT_LIMIT_BYTES)
-
-    def with_more_hint(self, text: str) -> str:
-        return text
-
-    def may_push(self) -> bool:
-        return True
-
-    def waits_after(self, exc: PermanentFailure) -> bool:
-        return False
 
     def send(self, user: str, text: str, *, chat: str = "", message_key: str = "", idem: str = "") -> None:
         """Reply to `message_key`; `idem` names this page so that Feishu drops a repeat of it."""

@@ -45,7 +45,11 @@ def reconcile(ctx: Context, now: float | None = None) -> Counter:
     due = store.due(now)
     alive = _alive(ctx, [_job_id(d) for d in due])
     for d in due:
-        counts[_act(ctx, d, _job_id(d) in alive, now)] += 1
+        try:
+            counts[_act(ctx, d, _job_id(d) in alive, now)] += 1
+        except Exception:  # one delivery that cannot be acted on must not hold up the others
+            log.exception("delivery %s could not be reconciled", d["id"])
+            counts["errors"] += 1
     done = {k: v for k, v in counts.items() if v}
     if done:
         log.info("reconciled: %s", ", ".join(f"{k} {v}" for k, v in sorted(done.items())))

@@ -89,14 +89,20 @@ class FeishuEvents:
         """Fetched once from the API and cached in Redis for a day (and in this process)."""
         if not self._bot_open_id:
             key = f"chatgate:feishu:{self.settings.feishu_app_id}:bot_open_id"
-            cached = self.runtime.redis.get(key)
+            try:
+                cached = self.runtime.redis.get(key)
+            except redis.RedisError:
+                cached = None
             if cached:
                 self._bot_open_id = cached.decode()
             else:
                 if self._client is None:
                     self._client = make_client(self.settings, self.runtime.redis)
                 self._bot_open_id = fetch_bot_open_id(self._client)
-                self.runtime.redis.set(key, self._bot_open_id, ex=86400)
+                try:
+                    self.runtime.redis.set(key, self._bot_open_id, ex=86400)
+                except redis.RedisError:
+                    pass  # kept in this process; the next one asks Feishu again
         return self._bot_open_id
 
     def _seen(self, event_id: str | None, mark: bool = False) -> bool:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
+
+import redis
 
 from bot.errors import PermanentFailure, TransientFailure
 from bot.paging import fit_pages, split_text
@@ -43,15 +46,19 @@ class RedisTokenCache:
         self.prefix = prefix
 
     def get(self, key: str) -> str:
-        value = self.redis.get(self.prefix + key)
+        try:
+            value = self.redis.get(self.prefix + key)
+        except redis.RedisError:  # Redis down: the SDK fetches a token (Feishu hands back the same one)
+            return ""
         return value.decode() if value else ""
 
     def set(self, key: str, value: str, expire: int) -> None:
-        import time
-
         ttl = int(expire - time.time())
         if ttl > 0:
-            self.redis.set(self.prefix + key, value, ex=ttl)
+            try:
+                self.redis.set(self.prefix + key, value, ex=ttl)
+            except redis.RedisError:
+                pass
 
 
 def make_client(settings: Settings, redis):

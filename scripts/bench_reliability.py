@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import signal
 import sqlite3
 import sys
 import tempfile
@@ -64,7 +65,7 @@ def bot_env(tmp: Path, wechat: FakeWeChat, llm: FakeLLM) -> dict:
         "WECHAT_TOKEN": wechat_sim.TOKEN, "WECHAT_APP_ID": wechat_sim.APP_ID,
         "WECHAT_APP_SECRET": wechat_sim.APP_SECRET, "WECHAT_AES_KEY": wechat_sim.AES_KEY,
         "WECHAT_API_BASE": wechat.url, "WECHAT_HTTP_TIMEOUT": "5", "WECHAT_REPLY_WAIT": "4.5",
-        "CHATGATE_WORKERS": "4", "CHATGATE_LOG_LEVEL": "WARNING", "PYTHONDONTWRITEBYTECODE": "1",
+        "CHATGATE_WORKERS": "8", "CHATGATE_LOG_LEVEL": "WARNING", "PYTHONDONTWRITEBYTECODE": "1",
         # 0 = the config's default (cores + 1); gunicorn itself also parses this variable
         "WEB_CONCURRENCY": os.environ.get("WEB_CONCURRENCY") or "0",
     })
@@ -133,10 +134,11 @@ def main() -> int:
     parser.add_argument("--questions", type=int, default=300, help="How many questions (default 300).")
     parser.add_argument("--rate", type=float, default=5, help="Questions offered per second (default 5).")
     parser.add_argument("--outage", type=float, default=120, help="Seconds the push API is down (default 120).")
-    parser.add_argument("--drain", type=float, default=600, help="Most seconds to wait for the bot to settle.")
+    parser.add_argument("--drain", type=float, default=1800, help="Most seconds to wait for the bot to settle.")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-faults", action="store_true", help="The same load with no fault (the floor).")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the bot's processes on the way out
     rng = random.Random(args.seed)
     started = time.monotonic()
 

@@ -15,7 +15,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from bot import codes, members, texts
-from bot.errors import CodeInvalid, RedeemLimited
+from bot.errors import CodeInvalid, MembershipTooLong, RedeemLimited
 from bot.models import Admission
 from config import Settings
 
@@ -112,6 +112,8 @@ def redeem(store, user_id: int, argument: str, settings: Settings) -> str:
         return texts.CODE_INVALID
     except RedeemLimited:
         return texts.REDEEM_LIMITED
+    except MembershipTooLong:
+        return texts.MEMBERSHIP_TOO_LONG
     return texts.REDEEMED.format(days=days, until=members.local_time(until, settings.tz))
 
 

@@ -6,6 +6,7 @@
     ├── CodeInvalid        a redemption code that is unknown, used or disabled (the user is not told which)
     ├── RedeemLimited      too many wrong codes lately; nothing was tried
     ├── BatchExists        a new batch of codes under a name already taken
+    ├── MembershipTooLong  a grant or code that would take a membership past `bot.limits.MAX_EXPIRY`
     └── AnswerFailed       an answer could not be produced or sent
         ├── TransientFailure   worth another try (timeouts, 5xx, rate limits)
         │   └── TryKilled      the process of a try was killed (out of memory, a timeout kill)
@@ -35,6 +36,10 @@ class RedeemLimited(ChatgateError):
 
 class BatchExists(ChatgateError):
     """A batch of codes with that name already exists."""
+
+
+class MembershipTooLong(ChatgateError):
+    """A grant or a code would take the membership past the latest expiry chatgate keeps; nothing changed."""
 
 
 class AnswerFailed(ChatgateError):

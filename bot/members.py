@@ -8,6 +8,7 @@ import time
 from datetime import datetime, tzinfo
 
 from bot.errors import UnknownUser
+from bot.limits import MAX_ID
 
 REF_HELP = "a user reference is <platform>:<id> (wechat:<openid>, feishu:<open_id>) or the numeric id"
 
@@ -24,7 +25,8 @@ def resolve(store, reference: str) -> dict:
     """
     text = reference.strip()
     if m := re.fullmatch(r"u?(\d+)", text):
-        user = store.user(int(m.group(1)))
+        number = int(m.group(1))
+        user = store.user(number) if number <= MAX_ID else None  # beyond SQLite's integers: nobody
     elif ":" in text and all(text.split(":", 1)):
         user = store.find_user(*text.split(":", 1))
     else:
@@ -46,16 +48,42 @@ def trial_left(user: dict) -> int:
 
 
 def local_time(ts: float | None, tz: tzinfo, *, seconds: bool = False) -> str:
-    """`2026-12-23 16:05` in the given time zone ('' for None)."""
+    """`2026-12-23 16:05` in the given time zone ('' for None).
+
+    A moment beyond the calendar (an expiry stored before grants were bounded, years past 9999) is
+    shown as the calendar's last (or first) minute, `9999-12-31 23:59`, instead of failing.
+    """
     if ts is None:
         return ""
-    return datetime.fromtimestamp(ts, tz).strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+    return _datetime(ts, tz).strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+
+
+def beyond_calendar(ts: float | None, tz: tzinfo) -> bool:
+    """True when `ts` cannot be shown as a date in `tz` (and `local_time` shows the calendar's edge)."""
+    if ts is None:
+        return False
+    try:
+        datetime.fromtimestamp(ts, tz)
+    except (OverflowError, OSError, ValueError):
+        return True
+    return False
+
+
+def _datetime(ts: float, tz: tzinfo) -> datetime:
+    try:
+        return datetime.fromtimestamp(ts, tz)
+    except (OverflowError, OSError, ValueError):
+        return datetime.max if ts > 0 else datetime.min
 
 
 def membership(user: dict, tz: tzinfo, now: float | None = None) -> str:
-    """`member until …`, `expired …` or `none`, for operators."""
+    """`until …`, `ended …` or `none`, for operators; an expiry beyond the calendar also shows the
+    stored number."""
+    until = user["member_until"]
+    shown = local_time(until, tz) + (f" (stored {until:.0f}: beyond the calendar)" if beyond_calendar(until, tz)
+                                     else "")
     if is_member(user, now):
-        return f"until {local_time(user['member_until'], tz)}"
-    if user["member_until"] is not None:
-        return f"ended {local_time(user['member_until'], tz)}"
+        return f"until {shown}"
+    if until is not None:
+        return f"ended {shown}"
     return "none"

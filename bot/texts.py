@@ -78,6 +78,11 @@ REDEEM_LIMITED = ("输入错误的兑换码次数过多，请一小时后再试�
                   "Too many wrong codes; please try again in an hour.")
 """Reply when the user sent too many wrong codes within the hour; the code was not tried."""
 
+MEMBERSHIP_TOO_LONG = ("你的会员有效期已经很长，这个兑换码无法再叠加，兑换码未被使用。\n"
+                       "Your membership already runs so far ahead that this code cannot be added; the code "
+                       "was not used.")
+"""Reply when a code would take the membership past the latest expiry chatgate keeps (`bot/limits.py`)."""
+
 REDEEM_USAGE = ("请发送“{word} 兑换码”，例如：{word} ABCD-EFGH-JKMN-PQRS\n"
                 "Send “{word}” followed by your code, for example: {word} ABCD-EFGH-JKMN-PQRS")
 """Reply to the redeem word sent without a code."""

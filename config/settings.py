@@ -2,22 +2,17 @@
 
 Every variable chatgate reads is declared once in `VARIABLES` below, with its type, default and the
 line the README's configuration table shows (a test keeps the two in step). The web app, the worker
-and the CLI all call `load_settings()`; a bad value fails at start-up with `SettingsError`, naming
-the variable and what is wrong. In production, missing or placeholder secrets are refused.
+and the CLI all call `load_settings()` (in `config/checks.py`, with what is malformed and what
+production refuses); a bad value fails at start-up with `SettingsError`, naming the variable and
+what is wrong. In production, missing or placeholder secrets are refused.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import os
 import zoneinfo
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
-
-from dotenv import dotenv_values
 
 PRODUCTION = "production"
 DEVELOPMENT = "development"
@@ -53,6 +48,23 @@ def _positive_int(raw: str) -> int:
     if value < 0:
         raise ValueError("must not be negative")
     return value
+
+
+def _at_most(limit: int) -> Callable[[str], int]:
+    """A whole number from 0 to `limit` (the bounds of `bot/limits.py`: nothing can be stored that
+    the store or the calendar cannot hold)."""
+    def parse(raw: str) -> int:
+        value = _positive_int(raw)
+        if value > limit:
+            raise ValueError(f"must be at most {limit}")
+        return value
+    return parse
+
+
+MAX_WELCOME_DAYS = 36_500
+"""`bot.limits.MAX_DAYS`: the most days of membership one grant gives."""
+MAX_FREE_TRIAL = 1_000_000
+"""`bot.limits.MAX_TRIAL_ADD`: the most free answers one trial addition gives."""
 
 
 def _whole_seconds(raw: str) -> int:
@@ -155,15 +167,16 @@ VARIABLES: tuple[Var, ...] = (
         "Seconds between passes of the reconciler (run by `chatgate worker`), which re-queues questions "
         "whose job was lost, restarts tries whose worker died, retries failed pushes and expires "
         "answers nobody fetched."),
-    Var("CHATGATE_FREE_TRIAL", "free_trial", _positive_int, 10, "Free answers for each new user."),
+    Var("CHATGATE_FREE_TRIAL", "free_trial", _at_most(MAX_FREE_TRIAL), 10,
+        "Free answers for each new user (at most 1,000,000)."),
     Var("CHATGATE_WELCOME_TEXT", "welcome_text", _text,
         "Welcome! Ask me anything. You have {free_trial} free answers.",
         "Reply to a new follower; `{free_trial}` is replaced by the trial size."),
     Var("CHATGATE_TRIAL_OVER_TEXT", "trial_over_text", _text,
         "Your {free_trial} free answers are used up. Become a member to keep asking.",
         "Reply when the trial is used up and the user is not a member; put your purchase link here."),
-    Var("CHATGATE_WELCOME_DAYS", "welcome_days", _positive_int, 0,
-        "Days of membership a new user gets at first contact (on top of the trial); 0 for none."),
+    Var("CHATGATE_WELCOME_DAYS", "welcome_days", _at_most(MAX_WELCOME_DAYS), 0,
+        "Days of membership a new user gets at first contact (on top of the trial); 0 for none, at most 36500."),
     Var("CHATGATE_TIMEZONE", "timezone", _timezone, "Asia/Shanghai",
         "Time zone of the dates users and the operator see (membership expiry, `chatgate stats` days)."),
     Var("CHATGATE_COMMAND_ME", "command_me", _words, ("我的", "me"),
@@ -364,100 +377,3 @@ class Settings:
             else:
                 out[var.name] = str(value)
         return out
-
-
-def _read_environment(env: Mapping[str, str] | None, dotenv_path: str | os.PathLike | None) -> dict:
-    values: dict[str, str] = {}
-    path = Path(dotenv_path) if dotenv_path is not None else Path.cwd() / ".env"
-    if path.is_file():
-        values.update({k: v for k, v in dotenv_values(path).items() if v is not None})
-    values.update(os.environ if env is None else env)
-    return values
-
-
-def load_settings(env: Mapping[str, str] | None = None, *, dotenv_path=None, **overrides) -> Settings:
-    """Build and validate settings from `env` (default: `os.environ`) over a `.env` file.
-
-    Keyword overrides use attribute names (`free_trial=3`) and win over both; tests use them.
-    """
-    raw = _read_environment(env, dotenv_path)
-    kwargs: dict[str, Any] = {}
-    for var in VARIABLES:
-        if var.name in raw and raw[var.name] != "":
-            try:
-                kwargs[var.attr] = var.kind(raw[var.name])
-            except ValueError as exc:
-                raise SettingsError(f"{var.name}: {exc}") from None
-        else:
-            kwargs[var.attr] = var.default
-    unknown = set(overrides) - {f.name for f in fields(Settings)}
-    if unknown:
-        raise TypeError(f"unknown settings: {sorted(unknown)}")
-    kwargs.update(overrides)
-    settings = Settings(**kwargs)
-    validate(settings)
-    return settings
-
-
-def _is_loopback_redis(url: str) -> bool:
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return True
-    host = parts.hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _secret_problems(s: Settings, *required: str, optional: str) -> list[str]:
-    """One platform's credentials: every required one set and real, the optional one real if set."""
-    attrs = {var.name: var.attr for var in VARIABLES}
-    problems = [f"{name}: missing or a placeholder" for name in required if is_placeholder(getattr(s, attrs[name]))]
-    value = getattr(s, attrs[optional])
-    if value and is_placeholder(value):
-        problems.append(f"{optional}: a placeholder")
-    return problems
-
-
-def validate(s: Settings) -> None:
-    """Raise SettingsError for values no environment should run with, and for production gaps."""
-    problems: list[str] = []
-    if s.wechat_aes_key and len(s.wechat_aes_key) != 43:
-        problems.append("WECHAT_AES_KEY: must be the 43-character EncodingAESKey")
-    if s.wechat_token and not (3 <= len(s.wechat_token) <= 32 and s.wechat_token.isalnum()):
-        problems.append("WECHAT_TOKEN: must be 3-32 letters or digits, as the WeChat console requires")
-    if s.wechat_aes_key and not s.wechat_app_id:
-        problems.append("WECHAT_APP_ID: required with WECHAT_AES_KEY (the AppID is part of decryption)")
-    if s.redis_url and urlsplit(s.redis_url).scheme not in ("redis", "rediss", "unix"):
-        problems.append("REDIS_URL: must start with redis://, rediss:// or unix://")
-    for name, value in (("OPENAI_BASE_URL", s.openai_base_url), ("WECHAT_API_BASE", s.wechat_api_base),
-                        ("FEISHU_API_BASE", s.feishu_api_base)):
-        if value and urlsplit(value).scheme not in ("http", "https"):
-            problems.append(f"{name}: must be an http(s) URL")
-    seen: dict[str, str] = {}
-    for command, words in s.command_words.items():
-        for word in words:
-            other = seen.setdefault(word.casefold(), command)
-            if other != command:
-                problems.append(f"CHATGATE_COMMAND_{command.upper()}: {word!r} is already a word of "
-                                f"CHATGATE_COMMAND_{other.upper()}")
-    if s.production:
-        if not s.redis_url:
-            problems.append("REDIS_URL: required in production (or start everything with `chatgate up`)")
-        elif not _is_loopback_redis(s.redis_url) and not urlsplit(s.redis_url).password:
-            problems.append("REDIS_URL: a Redis beyond this machine must have a password in the URL")
-        if is_placeholder(s.openai_api_key):
-            problems.append("OPENAI_API_KEY: missing or a placeholder")
-        if not s.wechat_token and not s.feishu_app_id:
-            problems.append("WECHAT_TOKEN or FEISHU_APP_ID: missing (no platform is configured)")
-        if s.feishu_app_id:
-            problems += _secret_problems(s, "FEISHU_APP_ID", "FEISHU_APP_SECRET", "FEISHU_VERIFICATION_TOKEN",
-                                         optional="FEISHU_ENCRYPT_KEY")
-        if s.wechat_token:
-            problems += _secret_problems(s, "WECHAT_TOKEN", "WECHAT_APP_ID", "WECHAT_APP_SECRET",
-                                         optional="WECHAT_AES_KEY")
-    if problems:
-        raise SettingsError("refusing to start: " + "; ".join(problems))

@@ -21,9 +21,10 @@ GOOD = {
 }
 
 
-def load(tmp_path, **changes):
+def load(tmp_path, need=None, **changes):
     env = {**GOOD, **changes}
-    return load_settings({k: v for k, v in env.items() if v is not None}, dotenv_path=tmp_path / "none.env")
+    return load_settings({k: v for k, v in env.items() if v is not None}, dotenv_path=tmp_path / "none.env",
+                         need=need)
 
 
 def test_a_complete_production_configuration_loads(tmp_path):
@@ -110,3 +111,97 @@ def test_the_worker_refuses_to_start_without_secrets(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert res.returncode != 0
     assert "REDIS_URL" in res.stderr and "WECHAT_TOKEN" in res.stderr
+
+
+# -- malformed values against production's gaps ---------------------------------------------------
+
+
+def test_an_operator_command_needs_only_the_variables_it_uses(tmp_path):
+    bare = {"CHATGATE_ENV": "production"}
+    with pytest.raises(SettingsError) as refused:
+        load_settings(bare, dotenv_path=tmp_path / "none.env")  # the processes: every gap
+    for name in ("REDIS_URL", "OPENAI_API_KEY", "WECHAT_TOKEN or FEISHU_APP_ID"):
+        assert name in str(refused.value)
+    assert load_settings(bare, dotenv_path=tmp_path / "none.env", need=()).production  # database only
+    with pytest.raises(SettingsError) as refused:
+        load_settings(bare, dotenv_path=tmp_path / "none.env", need={"REDIS_URL"})
+    assert "REDIS_URL" in str(refused.value) and "OPENAI_API_KEY" not in str(refused.value)
+    assert load(tmp_path, OPENAI_API_KEY=None, need={"REDIS_URL", "WECHAT_TOKEN"}).redis_url
+
+
+def test_a_placeholder_stops_only_what_uses_it(tmp_path):
+    with pytest.raises(SettingsError, match="WECHAT_TOKEN"):
+        load(tmp_path, WECHAT_TOKEN="xxxx", need={"WECHAT_TOKEN"})
+    assert load(tmp_path, WECHAT_TOKEN="xxxx", need=()).wechat_token == "xxxx"
+
+
+@pytest.mark.parametrize("name,value", [("CHATGATE_FREE_TRIAL", "ten"), ("WECHAT_AES_KEY", "tooshort"),
+                                        ("CHATGATE_TIMEZONE", "Mars/Olympus"), ("REDIS_URL", "http://x")])
+def test_a_malformed_value_is_an_error_whatever_is_needed(tmp_path, name, value):
+    with pytest.raises(SettingsError, match=name):
+        load(tmp_path, need=(), **{name: value})
+    with pytest.raises(SettingsError, match=name):
+        load_settings({"CHATGATE_ENV": "development", name: value}, dotenv_path=tmp_path / "none.env", need=())
+
+
+def test_validate_checks_settings_changed_after_loading(tmp_path):
+    import dataclasses
+
+    from config import validate
+
+    s = load(tmp_path, REDIS_URL=None, need=())
+    with pytest.raises(SettingsError, match="REDIS_URL"):
+        validate(s, {"REDIS_URL"})
+    validate(dataclasses.replace(s, redis_url="unix:///run/chatgate/redis.sock"), {"REDIS_URL"})
+    with pytest.raises(SettingsError, match="REDIS_URL"):  # a remote Redis without a password
+        validate(dataclasses.replace(s, redis_url="redis://10.1.2.3:6379/0"), {"REDIS_URL"})
+
+
+def test_check_settings_finds_every_problem_at_once(tmp_path):
+    from config import check_settings
+
+    env = {**GOOD, "OPENAI_API_KEY": "changeme", "CHATGATE_FREE_TRIAL": "ten", "WECHAT_APP_SECRET": ""}
+    check = check_settings(env, dotenv_path=tmp_path / "none.env")
+    assert not check.ready
+    found = {(p.variables, p.readiness) for p in check.problems}
+    assert found == {(("OPENAI_API_KEY",), True), (("CHATGATE_FREE_TRIAL",), False), (("WECHAT_APP_SECRET",), True)}
+    assert check.shown["CHATGATE_FREE_TRIAL"] == "ten"  # as given, not the default standing in
+    assert check.shown["OPENAI_API_KEY"] == "(set)" and "changeme" not in repr(check.shown)
+    assert check.settings.free_trial == 10
+    assert check_settings(GOOD, dotenv_path=tmp_path / "none.env").ready
+
+
+def test_check_settings_as_chatgate_up_starts_lets_redis_url_be_unset(tmp_path):
+    from config import check_settings
+
+    env = {k: v for k, v in GOOD.items() if k != "REDIS_URL"}
+    assert [p.variables for p in check_settings(env, dotenv_path=tmp_path / "none.env").problems] == [("REDIS_URL",)]
+    assert check_settings(env, dotenv_path=tmp_path / "none.env", embedded_redis=True).ready
+    remote = {**env, "REDIS_URL": "redis://10.1.2.3:6379/0"}  # but a remote one still needs its password
+    assert not check_settings(remote, dotenv_path=tmp_path / "none.env", embedded_redis=True).ready
+
+
+@pytest.mark.parametrize("name,good,bad", [("CHATGATE_WELCOME_DAYS", "36500", "36501"),
+                                           ("CHATGATE_FREE_TRIAL", "1000000", "99999999999999999999")])
+def test_numbers_that_become_entitlements_are_bounded(tmp_path, name, good, bad):
+    assert load(tmp_path, **{name: good})
+    with pytest.raises(SettingsError, match=f"{name}: must be at most"):
+        load(tmp_path, **{name: bad})
+
+
+def test_the_settings_bounds_are_the_library_bounds():
+    from bot import limits
+    from config import settings
+
+    assert settings.MAX_WELCOME_DAYS == limits.MAX_DAYS
+    assert settings.MAX_FREE_TRIAL == limits.MAX_TRIAL_ADD
+
+
+def test_chatgate_up_refuses_to_start_without_secrets(tmp_path):
+    chatgate = Path(sys.executable).parent / "chatgate"
+    procfile = tmp_path / "Procfile"
+    procfile.write_text("web: sleep 60\n")
+    res = subprocess.run([str(chatgate), "up", "--procfile", str(procfile)], cwd=tmp_path, env=clean_env(tmp_path),
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    assert "refusing to start" in res.stderr and "OPENAI_API_KEY" in res.stderr and "REDIS_URL" not in res.stderr

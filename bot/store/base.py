@@ -11,6 +11,8 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
+from bot.errors import MembershipTooLong
+from bot.limits import MAX_EXPIRY, check_days
 from bot.store.schema import migrations
 
 BUSY_TIMEOUT_S = 30.0
@@ -20,6 +22,8 @@ COOPERATIVE_BUSY_S = 0.02
 
 DAY_S = 86400
 """Seconds in a membership day."""
+EXPIRY_TEXT = time.strftime("%Y-%m-%d", time.gmtime(MAX_EXPIRY))
+"""`MAX_EXPIRY` as a date, for messages."""
 
 
 def create_private(path: Path) -> None:
@@ -132,13 +136,20 @@ def extend_membership(c, user_id: int, days: int, *, now: float, kind: str, acto
     """Add `days` to a membership in one conditional write, with its ledger row.
 
     An active membership is extended from its expiry; a lapsed or new one starts now. Returns the new
-    expiry, or None when there is no such user. Call inside a write transaction.
+    expiry, or None when there is no such user. Raises `MembershipTooLong` (nothing written; the
+    caller's transaction rolls back) when the new expiry would pass `MAX_EXPIRY`, and `ValueError` for
+    days outside 1–`MAX_DAYS`. Call inside a write transaction.
     """
+    check_days(days)
     row = c.execute(
         "UPDATE users SET member_until = MAX(COALESCE(member_until, 0), ?) + ? * ? WHERE id = ? "
-        "RETURNING member_until", (now, days, DAY_S, user_id)).fetchone()
+        "AND MAX(COALESCE(member_until, 0), ?) + ? * ? <= ? RETURNING member_until",
+        (now, days, DAY_S, user_id, now, days, DAY_S, MAX_EXPIRY)).fetchone()
     if row is None:
-        return None
+        if c.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is None:
+            return None
+        raise MembershipTooLong(f"{days} more days would take the membership past {EXPIRY_TEXT} UTC, "
+                                "the latest chatgate keeps; nothing was changed")
     c.execute("INSERT INTO ledger (user_id, at, kind, days, member_until, delivery_id, actor, note) "
               "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (user_id, now, kind, days, row[0], delivery_id, actor, note))
     return row[0]

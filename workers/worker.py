@@ -3,6 +3,8 @@
 - The reconciler runs among RQ's maintenance tasks, every CHATGATE_RECONCILE_INTERVAL seconds (the
   worker's idle wait on the queue is shortened to match, and a Redis key lets one worker of many run
   each pass).
+- A stop signal wakes the worker at once: RQ's pubsub thread is started with SIGTERM and SIGINT blocked,
+  so the kernel gives them to the main thread (see `subscribe`).
 - A work-horse killed by a signal (the kernel's OOM killer, RQ's own kill of a hung job) cannot settle
   its try, and RQ calls no failure callback for it: the worker settles it at once, giving the
   question back for the next try or, after the last, giving it up (refunded, apology queued).
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 
 from rq import Worker
@@ -49,6 +52,20 @@ class ChatgateWorker(Worker):
         if time.monotonic() >= self._next_reconcile:
             self._next_reconcile = time.monotonic() + self.settings.reconcile_interval
             self._with_context("the reconciler", lambda ctx: run_if_due(ctx, self.settings.reconcile_interval))
+
+    def subscribe(self) -> None:
+        """RQ's `subscribe`, with its pubsub thread deaf to SIGTERM and SIGINT.
+
+        The kernel hands a signal to any thread that does not block it, and Python runs handlers only
+        in the main thread: a SIGTERM taken by the pubsub thread left an idle worker asleep in its
+        BLPOP for up to the dequeue timeout (30 s) before it began its warm shutdown. The thread
+        inherits the mask it is started with."""
+        stop_signals = {signal.SIGTERM, signal.SIGINT}
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+        try:
+            super().subscribe()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def _settle_killed_horse(self, job, retpid, ret_val, rusage) -> None:
         facts = job.args[0] if job.args and isinstance(job.args[0], dict) else {}

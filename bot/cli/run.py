@@ -8,18 +8,14 @@ that run beside a `chatgate up` with REDIS_URL unset find its embedded Redis (`w
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import subprocess
 import sys
 from collections.abc import Iterable
-from pathlib import Path
 
 import click
 
 from bot.cli.common import DATABASE_ONLY, require
-from bot.cli.common import load_checked as _settings  # the name `up` calls
+from bot.cli.common import load_checked as _settings
+from bot.embedded_redis import embedded_redis_dir
 
 MAX_PROCESSES = 512
 """Most worker processes `chatgate worker -n` starts."""
@@ -29,60 +25,21 @@ MAX_PROCESSES = 512
 @click.option("--procfile", default="Procfile", show_default=True, type=click.Path(dir_okay=False),
               help="Procfile to run.")
 def up(procfile):
-    """Run the whole bot: web and worker from the Procfile, with an embedded Redis if REDIS_URL is unset.
+    """Run the whole bot: the Procfile's web and worker (and feishu, if enabled), with an embedded Redis
+    if REDIS_URL is unset, each line's output prefixed with its name.
 
-    Stops everything on Ctrl-C or SIGTERM: web and worker first, then the embedded Redis, which keeps
-    its data in a `redis/` folder beside the database. Uses honcho, so the output of each process is
-    prefixed with its name.
+    If any part dies, the others are stopped in order and it exits 1 (for systemd's Restart=on-failure).
+    On SIGTERM or Ctrl-C: web stops taking posts, the worker finishes the answers in flight (within
+    CHATGATE_STOP_GRACE seconds), then the embedded Redis saves and stops; exit 0. A busy PORT is
+    refused before anything starts.
     """
-    env = dict(os.environ)
-    redis_proc = None
-    if not _settings_env_has("REDIS_URL"):
-        from bot.embedded_redis import EmbeddedRedis
+    from bot.supervisor import StartRefused, Supervisor
 
-        data_dir = embedded_redis_dir(_settings_value("CHATGATE_DB", "var/chatgate.db"))
-        try:
-            redis_proc = EmbeddedRedis(data_dir).start()
-        except RuntimeError as exc:
-            raise click.ClickException(str(exc)) from None
-        env["REDIS_URL"] = redis_proc.url
-        click.echo(f"embedded Redis on {redis_proc.url}")
-    os.environ.update(env)
-    settings = _settings()
-    env.setdefault("PORT", str(settings.port))
-    from bot.store import Store
-
-    Store(settings.db_path).close()
-    click.echo(f"chatgate ({settings.env}) on http://{settings.bind_host}:{settings.port}  "
-               f"database {settings.db_path}  LLM {'demo responder' if settings.demo_llm else settings.model}")
-    bin_dir = str(Path(sys.executable).parent)  # the Procfile's commands live beside this Python
-    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
-    honcho = shutil.which("honcho", path=bin_dir) or "honcho"
-    child = subprocess.Popen([honcho, "start", "-f", procfile], env=env)
-    signalled = []
-
-    def stop_honcho(signum, _frame):
-        # Ctrl-C reaches honcho too (same process group), a SIGTERM only us; honcho ignores a repeat.
-        # Later signals change nothing: Redis is stopped, and saved, only once honcho has exited.
-        if not signalled:
-            signalled.append(signum)
-            child.send_signal(signum)
-        else:
-            click.echo("chatgate: stopping web and worker, then Redis", err=True)
-
-    signal.signal(signal.SIGTERM, stop_honcho)
-    signal.signal(signal.SIGINT, stop_honcho)
     try:
-        code = child.wait()
-    finally:
-        if redis_proc is not None:
-            redis_proc.stop()
+        code = Supervisor(procfile).run()
+    except StartRefused as exc:
+        raise click.ClickException(str(exc)) from None
     sys.exit(code)
-
-
-def embedded_redis_dir(db_path: str) -> Path:
-    """Where `chatgate up` keeps its embedded Redis: beside the database."""
-    return Path(db_path).parent / "redis"
 
 
 def with_running_redis(settings):
@@ -96,20 +53,6 @@ def with_running_redis(settings):
 
     url = EmbeddedRedis.running_in(embedded_redis_dir(settings.db_path))
     return dataclasses.replace(settings, redis_url=url) if url else settings
-
-
-def _settings_env_has(name: str) -> bool:
-    return bool(_settings_value(name, ""))
-
-
-def _settings_value(name: str, default: str) -> str:
-    from dotenv import dotenv_values
-
-    if os.environ.get(name):
-        return os.environ[name]
-    if Path(".env").is_file():
-        return dotenv_values(".env").get(name) or default
-    return default
 
 
 def redis_settings(need: Iterable[str] = ("REDIS_URL",)):

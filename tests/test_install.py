@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -49,6 +50,7 @@ def plain_install(tmp_path_factory) -> Path:
     where = tmp_path_factory.mktemp("plain-install")
     venv = where / "venv"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env["PYTHON"] = str(Path(sys.base_prefix) / "bin" / "python3")  # the Python the suite runs on, not its venv
     started = time.monotonic()
     result = run(["sh", ROOT / INSTALL_SCRIPT, venv], cwd=where, env=env, timeout=900)
     output = result.stdout + result.stderr

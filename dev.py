@@ -4,8 +4,9 @@
     python3 dev.py up      run the whole bot locally (web + worker + embedded Redis + SQLite)
     python3 dev.py test    run the full test suite
 
-Both create `.venv/` on first use and install chatgate into it (again whenever pyproject.toml
-changes). `up` also writes a `.env` for development with a fresh random WECHAT_TOKEN if none exists.
+Both create `.venv/` on first use and install chatgate into it, editable, with its test extras, at
+the exact versions of constraints.txt (again whenever pyproject.toml or constraints.txt changes).
+`up` also writes a `.env` for development with a fresh random WECHAT_TOKEN if none exists.
 """
 
 import hashlib
@@ -20,12 +21,13 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / "bin"
 STAMP = VENV / ".chatgate-installed"
+LOCK = ROOT / "constraints.txt"
 
 
 def ensure_venv() -> None:
     if sys.version_info < (3, 11):  # noqa: UP036 - dev.py may be started by any python3
         sys.exit(f"chatgate needs Python 3.11 or newer (this is {sys.version.split()[0]})")
-    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + LOCK.read_bytes()).hexdigest()
     if STAMP.exists() and STAMP.read_text() == want and (BIN / "chatgate").exists():
         return
     if not (BIN / "python").exists():
@@ -33,7 +35,7 @@ def ensure_venv() -> None:
         venv.EnvBuilder(with_pip=True).create(VENV)
     print("installing chatgate and its dependencies into .venv …", flush=True)
     subprocess.run([str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    "-e", f"{ROOT}[test]"], check=True)
+                    "-c", str(LOCK), "-e", f"{ROOT}[test]"], check=True)
     STAMP.write_text(want)
 
 

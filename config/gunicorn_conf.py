@@ -37,3 +37,8 @@ accesslog = None
 errorlog = "-"
 loglevel = _settings.log_level.lower()
 proc_name = "chatgate-web"
+# No control socket (gunicorn >= 25.1 opens one by default at $XDG_RUNTIME_DIR/gunicorn.ctl or
+# ~/.gunicorn/gunicorn.ctl: one path shared by every gunicorn of the user, so a second instance or
+# another app takes it over). Nothing here uses `gunicornc`; stop and reload with signals. An older
+# gunicorn ignores names it does not know, and pyproject.toml asks for 25.1 or newer anyway.
+control_socket_disable = True

@@ -48,10 +48,12 @@ def procfile_command(name: str) -> list[str]:
 class LiveBot:
     """The web and worker processes of the Procfile, started with `env`, on their own Redis."""
 
-    def __init__(self, workdir: Path, env: dict[str, str], *, own_redis: bool = True):
+    def __init__(self, workdir: Path, env: dict[str, str], *, own_redis: bool = True, bin_dir: Path = BIN):
         """`own_redis`: a Redis of its own with no persistence (a killed one loses everything, the
-        worst case); otherwise the processes use `env["REDIS_URL"]`."""
+        worst case); otherwise the processes use `env["REDIS_URL"]`. `bin_dir`: where the Procfile's
+        commands are found (default: this test run's venv; tests/test_install.py: a plain install's)."""
         self.workdir = workdir
+        self.bin_dir = bin_dir
         self.env = dict(env)
         self.redis = EmbeddedRedis() if own_redis else None
         self.log_path = workdir / "procs.log"
@@ -66,7 +68,7 @@ class LiveBot:
             self.env["REDIS_URL"] = self.redis.url
         port = free_port()
         self.env.update({"PORT": str(port), "CHATGATE_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1",
-                         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **settings})
+                         "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", **settings})
         self.web = self._spawn("web")
         self.start_worker()
         self.url = f"http://127.0.0.1:{port}"

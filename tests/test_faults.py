@@ -39,7 +39,8 @@ def settle(bot: LiveBot, askers: list[Asker], questions: dict[str, str], fake_we
     deadline = time.monotonic() + timeout
     while True:
         result = tally(bot.env["CHATGATE_DB"], questions, texts_read(askers, fake_wechat))
-        if result.exact or time.monotonic() > deadline:
+        # A pushed page reaches the fake WeChat a moment before SQLite records it sent: wait for both.
+        if (result.exact and not pages_pushing(bot.env["CHATGATE_DB"])) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     assert result.exact, f"{result.line()}; {result.wrong}\n{bot.log()[-4000:]}"
@@ -50,10 +51,15 @@ def settle(bot: LiveBot, askers: list[Asker], questions: dict[str, str], fake_we
 def no_page_twice(db_path: str, fake_wechat) -> None:
     pushed = fake_wechat.sent
     assert len(pushed) == len(set(pushed)), "a page was pushed twice"
+    assert not pages_pushing(db_path), "a page was left pushing"
+
+
+def pages_pushing(db_path: str) -> int:
     db = sqlite3.connect(db_path)
-    states = db.execute("SELECT state, COUNT(*) FROM pages GROUP BY state").fetchall()
-    db.close()
-    assert "pushing" not in dict(states)
+    try:
+        return db.execute("SELECT COUNT(*) FROM pages WHERE state = 'pushing'").fetchone()[0]
+    finally:
+        db.close()
 
 
 def ask_all(bot: LiveBot, count: int, prefix: str, first_msg_id: int) -> tuple[list[Asker], dict, list]:

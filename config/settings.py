@@ -119,6 +119,13 @@ def _reply_wait(raw: str) -> float:
     return value
 
 
+def _log_format(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("text", "json"):
+        raise ValueError("expected text or json")
+    return value
+
+
 def _text(raw: str) -> str:
     # `.env` files cannot hold a literal newline easily; allow "\n" in texts.
     return raw.replace("\\n", "\n")
@@ -224,6 +231,14 @@ VARIABLES: tuple[Var, ...] = (
     Var("CHATGATE_LOG_LEVEL", "log_level", str, "INFO",
         "Log level (DEBUG, INFO, WARNING…). At every level, secrets and the platforms' access tokens are "
         "shown as `[redacted]`, in the SDKs' lines too."),
+    Var("CHATGATE_LOG_FORMAT", "log_format", _log_format, "text",
+        "`text` (default): one readable line per event; `json`: one JSON object per line (time, level, "
+        "logger, message, and the message's platform, key, delivery, user, outcome and timings), for a "
+        "log collector. gunicorn's and RQ's lines follow it too."),
+    Var("CHATGATE_METRICS_TOKEN", "metrics_token", str, "",
+        "Bearer token for `/metrics`. Unset: `/metrics` answers loopback clients only (not requests that "
+        "came through a proxy); set: it answers anyone sending `Authorization: Bearer <token>`.",
+        secret=True),
     Var("CHATGATE_REPLAY_WINDOW", "replay_window", _whole_seconds, 300,
         "Seconds a signed WeChat or Feishu request stays valid either side of this server's clock (keep "
         "it NTP-synced); older or later timestamps are refused (403), and in WeChat plaintext mode a "
@@ -292,6 +307,8 @@ class Settings:
     workers: int = 4
     queue_name: str = "chatgate"
     log_level: str = "INFO"
+    log_format: str = "text"
+    metrics_token: str = field(default="", repr=False)
     replay_window: int = 300
 
     @property
@@ -445,6 +462,8 @@ def validate(s: Settings) -> None:
                 problems.append(f"CHATGATE_COMMAND_{command.upper()}: {word!r} is already a word of "
                                 f"CHATGATE_COMMAND_{other.upper()}")
     if s.production:
+        if s.metrics_token and is_placeholder(s.metrics_token):
+            problems.append("CHATGATE_METRICS_TOKEN: a placeholder (leave it unset to serve /metrics on loopback only)")
         if not s.redis_url:
             problems.append("REDIS_URL: required in production (or start everything with `chatgate up`)")
         elif not _is_loopback_redis(s.redis_url) and not urlsplit(s.redis_url).password:

@@ -133,6 +133,8 @@ def _settings_value(name: str, default: str) -> str:
 def worker(burst, processes):
     """Run the RQ worker(s) that answer questions, with RQ's scheduler (retries with back-off) and
     chatgate's reconciler (every CHATGATE_RECONCILE_INTERVAL seconds)."""
+    from config.metric_files import prepare
+    prepare(_settings(), "worker")  # its folder of metric files, before anything imports prometheus_client
     from rq.serializers import JSONSerializer
     from rq.worker_pool import WorkerPool
 
@@ -199,6 +201,8 @@ def feishu_connect():
     Feeds the same dispatcher and admission path as the /feishu webhook, so dedupe and quotas behave
     the same; answers still come from `chatgate worker`. Runs until stopped.
     """
+    from config.metric_files import prepare
+    prepare(_settings(), "feishu")  # its folder of metric files, before anything imports prometheus_client
     from config.logs import configure_logging
     from handlers.feishu.connect import connect_forever
 

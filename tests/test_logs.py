@@ -167,6 +167,14 @@ def test_a_json_line_holds_its_traceback_redacted_on_one_line(redacting):
     assert wechat_sim.APP_SECRET not in json.dumps(line)
 
 
+def test_lark_writes_through_the_root_handler_only():
+    from handlers.feishu.send import _lark
+
+    _lark()
+    lark = logging.getLogger("Lark")
+    assert lark.handlers == [] and lark.propagate
+
+
 # -- end to end --------------------------------------------------------------------------------
 
 

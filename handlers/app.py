@@ -31,6 +31,7 @@ log = logging.getLogger("chatgate.web")
 MAX_BODY_BYTES = 64 * 1024
 """WeChat and Feishu bodies are a few KB; anything larger is refused before parsing (413)."""
 
+
 def _under_gevent() -> bool:
     try:
         from gevent import monkey

@@ -10,6 +10,8 @@ import json
 import os
 import re
 import signal
+import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -18,7 +20,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests import wechat_sim
-from tests.live import LiveBot
+from tests.live import BIN, LiveBot
 from tests.wechat_sim import text_xml
 
 SETTINGS = {"WEB_CONCURRENCY": "2", "CHATGATE_WORKERS": "2", "CHATGATE_LOG_FORMAT": "json",
@@ -165,3 +167,30 @@ def test_the_running_bot_adds_up_its_metrics_says_what_is_down_and_logs_json(env
     answered = [r for r in records if r.get("outcome") == "answered"]
     assert len(answered) == asked and all(r["llm_ms"] >= 0 and r["first_token_ms"] >= 0 for r in answered)
     assert any(r.get("failing") == "redis" for r in records if r["level"] == "WARNING")
+
+
+def test_a_worker_told_to_stop_while_it_probes_the_llm_stops(env, tmp_path):
+    """RQ stops an idle worker by raising StopRequested from its signal handler, wherever the worker
+    is: in the middle of its upkeep (the LLM probe, the reconciler) it must not be taken for a failure."""
+    stall = socket.socket()  # an LLM endpoint that accepts connections and never answers
+    stall.bind(("127.0.0.1", 0))
+    stall.listen(8)
+    stall.settimeout(30)
+    worker_env = {**os.environ, **env, "OPENAI_BASE_URL": f"http://127.0.0.1:{stall.getsockname()[1]}/v1",
+                  "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    with open(tmp_path / "worker.log", "wb") as out:
+        proc = subprocess.Popen(["chatgate", "worker", "-n", "1"], env=worker_env, cwd=tmp_path, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        connection, _ = stall.accept()  # the probe is waiting for its answer now
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        stall.close()
+    connection.close()
+    log = (tmp_path / "worker.log").read_text()
+    assert proc.returncode == 0 and "warm shut down requested" in log, log
+    assert "probe failed" not in log

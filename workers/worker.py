@@ -19,6 +19,7 @@ import os
 import time
 
 from rq import Worker
+from rq.exceptions import StopRequested
 
 from bot.delivery import ANSWERING
 from bot.errors import TryKilled
@@ -56,11 +57,13 @@ class ChatgateWorker(Worker):
         if time.monotonic() >= self._next_reconcile:
             self._next_reconcile = time.monotonic() + self.settings.reconcile_interval
             self._with_context("the reconciler", lambda ctx: run_if_due(ctx, self.settings.reconcile_interval))
-            self._with_context("the LLM probe", self._probe)
-
-    def _probe(self, ctx: Context) -> None:
-        probe.probe_if_due(self.settings, ctx.redis, starting=not self._probed)
-        self._probed = True
+            try:
+                probe.probe_if_due(self.settings, self.connection, starting=not self._probed)
+                self._probed = True
+            except StopRequested:
+                raise
+            except Exception as exc:
+                log.warning("the LLM probe failed: %s", exc)
 
     def fork_work_horse(self, job, queue) -> None:
         super().fork_work_horse(job, queue)
@@ -98,11 +101,15 @@ class ChatgateWorker(Worker):
         must not inherit open connections in use) and closed after; failures are logged, not raised."""
         try:
             ctx = Context(self.settings)
+        except StopRequested:  # RQ's way out of an idle worker told to stop: it must reach RQ's loop
+            raise
         except Exception as exc:
             log.error("%s could not start: %s", what, exc)
             return
         try:
             work(ctx)
+        except StopRequested:
+            raise
         except Exception:
             log.exception("%s failed", what)
         finally:

@@ -206,6 +206,9 @@ def readiness_problems(s: Settings, *, embedded_redis: bool = False) -> list[Pro
                                 readiness=True))
     if is_placeholder(s.openai_api_key):
         problems.append(Problem(("OPENAI_API_KEY",), _gap(s.openai_api_key), readiness=True))
+    if s.metrics_token and is_placeholder(s.metrics_token):
+        problems.append(Problem(("CHATGATE_METRICS_TOKEN",), "a placeholder (leave it unset to serve /metrics on "
+                                "loopback only)", readiness=True))
     if not s.wechat_token and not s.feishu_app_id:
         problems.append(Problem(("WECHAT_TOKEN", "FEISHU_APP_ID"), "missing (no platform is configured)",
                                 readiness=True))

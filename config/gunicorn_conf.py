@@ -8,16 +8,23 @@ it keeps admitting new messages in the same milliseconds as before. The CPU work
 short and never yields inside a SQLite transaction, so one store connection per process is safe.
 cores + 1 processes keep the cores busy; more would only add SQLite write-lock waits, which under
 gevent stall every request of the waiting process.
+
+Metrics: the master owns the web's folder of metric files (`config/metric_files.py`), set up here
+before any worker imports prometheus_client; a worker that exits has its live gauges dropped
+(`child_exit`). With CHATGATE_LOG_FORMAT=json, gunicorn's own lines are JSON too (`JsonLogger`).
 """
 
 import multiprocessing
 import resource
 
-from config import load_settings
-from config.logs import install_redaction, secrets_of
+from gunicorn.glogging import Logger
+
+from config import load_settings, metric_files
+from config.logs import formatter_for, install_redaction, secrets_of
 
 _settings = load_settings()
 install_redaction(secrets_of(_settings))  # the master's own log lines too; each worker sets up the rest
+metric_files.prepare(_settings, "web")
 
 # Each held post needs a client socket and a Redis connection: lift the open-files limit to the hard one.
 _soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -42,3 +49,21 @@ proc_name = "chatgate-web"
 # another app takes it over). Nothing here uses `gunicornc`; stop and reload with signals. An older
 # gunicorn ignores names it does not know, and pyproject.toml asks for 25.1 or newer anyway.
 control_socket_disable = True
+
+
+class JsonLogger(Logger):
+    """gunicorn's logger with its handlers writing in CHATGATE_LOG_FORMAT."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        for handler in (*self.error_log.handlers, *self.access_log.handlers):
+            handler.setFormatter(formatter_for(_settings))
+
+
+if _settings.log_format == "json":
+    logger_class = JsonLogger
+
+
+def child_exit(server, worker):
+    """A worker exited: the posts it held no longer count as held."""
+    metric_files.process_dead(worker.pid)

@@ -16,12 +16,19 @@ Then every credential in them becomes `[redacted]`:
 
 Names, methods, hosts, paths and statuses stay, so DEBUG lines still say which call was made:
     "GET /cgi-bin/token?grant_type=client_credential&appid=wx…&secret=[redacted] HTTP/1.1" 200 47
+
+Two formats (CHATGATE_LOG_FORMAT): `text`, one readable line per record (`FORMAT`), and `json`, one
+JSON object per line (`JsonFormatter`): time, level, logger, pid, message, and the structured fields
+a log call passes with `extra=` (platform, message_key, delivery_id, user_id, outcome, timings in ms…),
+each redacted again when the line is written, since `extra` reaches the record after the factory ran.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import time
 from collections.abc import Iterable
 from urllib.parse import parse_qs, quote, quote_plus, unquote, urlsplit
 
@@ -122,7 +129,73 @@ def install_redaction(secrets: Iterable[str] = ()) -> None:
     logging.setLogRecordFactory(factory)
 
 
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+"""The attributes every record has; whatever else a record carries came through `extra=`."""
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line: `time` (UTC, ISO 8601), `level`, `logger`, `pid`,
+    `message`, the record's `extra=` fields, and `exc`/`stack` when there is a traceback. Every
+    string in it is redacted, the extra fields included."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        seconds = int(record.created)
+        line = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "pid": record.process,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _RECORD_FIELDS and not key.startswith("_"):
+                line.setdefault(key, value)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line["exc"] = record.exc_text
+        if record.stack_info:
+            line["stack"] = record.stack_info
+        return json.dumps(_clean(line), ensure_ascii=False)
+
+
+def _clean(value):
+    """A value JSON can hold, with every string in it redacted."""
+    if isinstance(value, str):
+        return redact(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, dict):
+        return {redact(str(key)): _clean(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_clean(item) for item in value]
+    return redact(str(value))
+
+
+def formatter_for(settings: Settings) -> logging.Formatter:
+    """The formatter of CHATGATE_LOG_FORMAT."""
+    return JsonFormatter() if settings.log_format == "json" else logging.Formatter(FORMAT)
+
+
+def adopt(name: str) -> None:
+    """Send a library logger that writes through a handler of its own (lark-oapi's `Lark` prints to
+    stdout in its own format, and also passes each line on to the root) through the root's handler
+    only: one format, one line per record."""
+    logger = logging.getLogger(name)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    logger.propagate = True
+
+
 def configure_logging(settings: Settings) -> None:
-    """One log format and level for web, worker and CLI, with every secret redacted from every line."""
+    """One log format and level for web, worker and CLI, with every secret redacted from every line.
+
+    The root logger gets one stderr handler in CHATGATE_LOG_FORMAT (unless the process already has
+    one, as under pytest); RQ then adds none of its own. In `json`, Python's warnings are logged too,
+    so that nothing else writes free text into the stream."""
     install_redaction(secrets_of(settings))
-    logging.basicConfig(level=settings.log_level.upper(), format=FORMAT)
+    handler = logging.StreamHandler()
+    handler.setFormatter(formatter_for(settings))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
+    if settings.log_format == "json":
+        logging.captureWarnings(True)

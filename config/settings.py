@@ -131,6 +131,13 @@ def _reply_wait(raw: str) -> float:
     return value
 
 
+def _log_format(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("text", "json"):
+        raise ValueError("expected text or json")
+    return value
+
+
 def _text(raw: str) -> str:
     # `.env` files cannot hold a literal newline easily; allow "\n" in texts.
     return raw.replace("\\n", "\n")
@@ -240,6 +247,14 @@ VARIABLES: tuple[Var, ...] = (
     Var("CHATGATE_LOG_LEVEL", "log_level", str, "INFO",
         "Log level (DEBUG, INFO, WARNING…). At every level, secrets and the platforms' access tokens are "
         "shown as `[redacted]`, in the SDKs' lines too."),
+    Var("CHATGATE_LOG_FORMAT", "log_format", _log_format, "text",
+        "`text` (default): one readable line per event; `json`: one JSON object per line (time, level, "
+        "logger, message, and the message's platform, key, delivery, user, outcome and timings), for a "
+        "log collector. gunicorn's and RQ's lines follow it too."),
+    Var("CHATGATE_METRICS_TOKEN", "metrics_token", str, "",
+        "Bearer token for `/metrics`. Unset: `/metrics` answers loopback clients only (not requests that "
+        "came through a proxy); set: it answers anyone sending `Authorization: Bearer <token>`.",
+        secret=True),
     Var("CHATGATE_REPLAY_WINDOW", "replay_window", _whole_seconds, 300,
         "Seconds a signed WeChat or Feishu request stays valid either side of this server's clock (keep "
         "it NTP-synced); older or later timestamps are refused (403), and in WeChat plaintext mode a "
@@ -309,6 +324,8 @@ class Settings:
     stop_grace: float = 30.0
     queue_name: str = "chatgate"
     log_level: str = "INFO"
+    log_format: str = "text"
+    metrics_token: str = field(default="", repr=False)
     replay_window: int = 300
 
     @property

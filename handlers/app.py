@@ -1,4 +1,5 @@
-"""The Flask app factory: `create_app()` wires settings, the store, Redis and the platform routes.
+"""The Flask app factory: `create_app()` wires settings, the store, Redis, the platform routes and the
+operator's (`/healthz`, `/readyz`: handlers/health.py; `/metrics`: handlers/metrics.py).
 
 gunicorn serves `handlers.app:create_app()`; tests build the app with overrides
 (`create_app(db_path=..., redis_url=...)`). The webhook's work per message is: verify, decrypt,
@@ -9,13 +10,18 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
+import redis
 from flask import Flask, Response, abort
 
 from bot.gate import decide, job_facts
 from bot.store import Store
-from config import Settings, load_settings
+from config import Settings, load_settings, metrics
 from config.logs import configure_logging
+from handlers import health
+from handlers import metrics as metrics_view
+from handlers.health import CHECK_TIMEOUT_S
 from handlers.outbound import sender_for
 from workers.queue import answer_queue, connect, enqueue_answer
 from workers.wakeups import Wakeups
@@ -24,8 +30,6 @@ log = logging.getLogger("chatgate.web")
 
 MAX_BODY_BYTES = 64 * 1024
 """WeChat and Feishu bodies are a few KB; anything larger is refused before parsing (413)."""
-
-
 
 
 def _under_gevent() -> bool:
@@ -58,6 +62,10 @@ class Runtime:
         self._senders: dict = {}
         self.redis = connect(settings)
         self.queue = answer_queue(settings, self.redis)
+        # For /readyz and /metrics: a Redis that does not answer within a second is not ready.
+        self.quick_redis = redis.Redis.from_url(settings.redis_url, socket_timeout=CHECK_TIMEOUT_S,
+                                                socket_connect_timeout=CHECK_TIMEOUT_S)
+        self.quick_queue = answer_queue(settings, self.quick_redis)
         self.wakeups = Wakeups(self.redis)
         Store(settings.db_path).close()  # create the file and apply migrations once, up front
 
@@ -86,12 +94,17 @@ class Runtime:
     def accept(self, msg, *, fetch: bool = False):
         """Admission, then the job. Once admitted, a question stays admitted: if Redis refuses the
         job, the store still holds the delivery and the reconciler queues it when Redis is back."""
+        started = time.monotonic()
         decision = decide(self.store, msg, self.settings, fetch=fetch)
         a = decision.admission
         if decision.enqueue:
             self.enqueue(msg, a)
+        metrics.admitted(msg.platform, a.outcome)
         log.info("%s msg=%s user=u%s kind=%s outcome=%s trial_left=%s%s", msg.platform, msg.message_key,
-                 a.user_id, msg.kind, a.outcome, a.trial_left, f" post={a.post}" if a.post > 1 else "")
+                 a.user_id, msg.kind, a.outcome, a.trial_left, f" post={a.post}" if a.post > 1 else "",
+                 extra={"platform": msg.platform, "message_key": msg.message_key, "delivery_id": a.delivery_id,
+                        "user_id": a.user_id, "kind": msg.kind, "outcome": a.outcome, "trial_left": a.trial_left,
+                        "post": a.post, "admit_ms": round((time.monotonic() - started) * 1000, 1)})
         return decision
 
     def enqueue(self, msg, admission) -> None:
@@ -100,7 +113,10 @@ class Runtime:
             enqueue_answer(self.queue, self.settings, job_facts(msg, admission))
         except Exception as exc:
             log.error("%s msg=%s delivery=%s: the queue is unavailable (%s); the reconciler will queue it",
-                      msg.platform, msg.message_key, admission.delivery_id, type(exc).__name__)
+                      msg.platform, msg.message_key, admission.delivery_id, type(exc).__name__,
+                      extra={"platform": msg.platform, "message_key": msg.message_key,
+                             "delivery_id": admission.delivery_id, "user_id": admission.user_id,
+                             "outcome": "not queued"})
 
     def push_notice(self, msg, admission, text: str) -> None:
         """An immediate reply on a platform that cannot answer inside the webhook's response (Feishu):
@@ -121,12 +137,8 @@ def create_app(settings: Settings | None = None, **overrides) -> Flask:
     from handlers import feishu, wechat
     app.register_blueprint(wechat.blueprint)
     app.register_blueprint(feishu.blueprint)
-
-    @app.get("/healthz")
-    def healthz():
-        runtime.redis.ping()
-        runtime.store.count("users")
-        return {"ok": True}
+    app.register_blueprint(health.blueprint)
+    app.register_blueprint(metrics_view.blueprint)
 
     @app.errorhandler(403)
     @app.errorhandler(400)

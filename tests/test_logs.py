@@ -5,13 +5,14 @@ while a question is answered end to end."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import time
 
 import pytest
 import requests
 
-from config.logs import FORMAT, MARK, install_redaction, redact, secrets_of
+from config.logs import FORMAT, MARK, JsonFormatter, install_redaction, redact, secrets_of
 from tests import feishu_sim as fs
 from tests import wechat_sim
 from tests.conftest import LLM_KEY
@@ -119,6 +120,59 @@ def test_a_log_call_with_arguments_that_do_not_fit_is_written_not_raised(redacti
     caplog.set_level(logging.INFO)
     logging.getLogger("tests.bad-args").info("token %s and %s", "secret=app-secret-for-tests")
     assert f"'token %s and %s' % ('secret={MARK}',)" in caplog.text
+
+
+def json_lines(logger_name: str, emit) -> list[dict]:
+    """What `emit(log)` writes through a JsonFormatter, one parsed object per line."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    log = logging.getLogger(logger_name)
+    log.addHandler(handler)
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    try:
+        emit(log)
+    finally:
+        log.removeHandler(handler)
+    lines = out.getvalue().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_a_json_line_carries_the_fields_and_redacts_the_message_and_every_field(redacting):
+    def emit(log):
+        log.info("wechat msg=%s outcome=%s via %s", "8001", "trial", "access_token=abc123XYZ",
+                 extra={"platform": "wechat", "message_key": "8001", "delivery_id": 7, "user_id": 3,
+                        "outcome": "trial", "admit_ms": 1.5, "reason": f"Bearer {LLM_KEY}",
+                        "detail": {"app_secret": wechat_sim.APP_SECRET, "tries": [1, wechat_sim.TOKEN]}})
+    [line] = json_lines("tests.json", emit)
+    assert line["message"] == f"wechat msg=8001 outcome=trial via access_token={MARK}"
+    assert (line["level"], line["logger"], line["platform"], line["message_key"]) == ("INFO", "tests.json", "wechat",
+                                                                                      "8001")
+    assert (line["delivery_id"], line["user_id"], line["outcome"], line["admit_ms"]) == (7, 3, "trial", 1.5)
+    assert line["reason"] == f"Bearer {MARK}"
+    assert line["detail"] == {"app_secret": MARK, "tries": [1, MARK]}
+    assert isinstance(line["pid"], int) and line["time"].endswith("Z")
+
+
+def test_a_json_line_holds_its_traceback_redacted_on_one_line(redacting):
+    def emit(log):
+        try:
+            raise RuntimeError(f"failed with secret={wechat_sim.APP_SECRET}\nand a second line")
+        except RuntimeError:
+            log.exception("it broke for %s", "u1", extra={"delivery_id": 9})
+    [line] = json_lines("tests.json-exc", emit)
+    assert line["message"] == "it broke for u1" and line["delivery_id"] == 9
+    assert "Traceback (most recent call last)" in line["exc"] and f"secret={MARK}" in line["exc"]
+    assert wechat_sim.APP_SECRET not in json.dumps(line)
+
+
+def test_lark_writes_through_the_root_handler_only():
+    from handlers.feishu.send import _lark
+
+    _lark()
+    lark = logging.getLogger("Lark")
+    assert lark.handlers == [] and lark.propagate
 
 
 # -- end to end --------------------------------------------------------------------------------

@@ -43,10 +43,17 @@ def test_production_refuses_a_missing_secret(tmp_path, name):
 
 @pytest.mark.parametrize("name,value", [("OPENAI_API_KEY", "changeme"), ("OPENAI_API_KEY", "sk-xxx"),
                                         ("WECHAT_APP_SECRET", "your-app-secret"),
-                                        ("WECHAT_APP_SECRET", "<secret>"), ("WECHAT_TOKEN", "xxxx")])
+                                        ("WECHAT_APP_SECRET", "<secret>"), ("WECHAT_TOKEN", "xxxx"),
+                                        ("CHATGATE_METRICS_TOKEN", "changeme")])
 def test_production_refuses_placeholders(tmp_path, name, value):
     with pytest.raises(SettingsError, match=name):
         load(tmp_path, **{name: value})
+
+
+def test_the_metrics_token_is_optional_and_a_real_one_is_kept(tmp_path):
+    assert load(tmp_path).metrics_token == ""
+    assert load(tmp_path, CHATGATE_METRICS_TOKEN="0f3c9a51d2e84b7f").metrics_token == "0f3c9a51d2e84b7f"
+    assert "0f3c9a51d2e84b7f" not in repr(load(tmp_path, CHATGATE_METRICS_TOKEN="0f3c9a51d2e84b7f"))
 
 
 def test_a_remote_redis_needs_a_password(tmp_path):
@@ -57,7 +64,8 @@ def test_a_remote_redis_needs_a_password(tmp_path):
 
 @pytest.mark.parametrize("name,value", [("WECHAT_AES_KEY", "tooshort"), ("CHATGATE_FREE_TRIAL", "-1"),
                                         ("CHATGATE_FREE_TRIAL", "ten"), ("CHATGATE_ENV", "staging"),
-                                        ("CHATGATE_RETRY_DELAYS", "10,soon"), ("REDIS_URL", "http://x")])
+                                        ("CHATGATE_RETRY_DELAYS", "10,soon"), ("REDIS_URL", "http://x"),
+                                        ("CHATGATE_LOG_FORMAT", "yaml")])
 def test_bad_values_name_the_variable(tmp_path, name, value):
     with pytest.raises(SettingsError, match=name):
         load(tmp_path, **{name: value})

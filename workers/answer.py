@@ -19,9 +19,9 @@ from bot import texts
 from bot.delivery import IN_FLIGHT
 from bot.errors import DeliveryGone, PermanentFailure, TransientFailure
 from bot.store import Store
-from config import Settings, load_settings
+from config import Settings, load_settings, metrics
 from handlers.outbound import sender_for
-from workers.deliver import RETRY, push_pages
+from workers.deliver import RETRY, log_fields, push_pages
 from workers.llm import llm_for
 from workers.queue import answer_queue, connect
 from workers.wakeups import Wakeups
@@ -88,7 +88,7 @@ def answer(ctx: Context, d: dict) -> str:
     settings = ctx.settings
     attempt = ctx.store.start_answer(d["id"], job_timeout=settings.job_timeout)
     if attempt is None:
-        log.info("delivery %s is being answered by another try; nothing to do", d["id"])
+        log.info("delivery %s is being answered by another try; nothing to do", d["id"], extra=log_fields(d, "busy"))
         return "busy"
     try:
         history = ctx.store.history(d["user_id"], d["chat"], turns=settings.history_turns,
@@ -100,10 +100,13 @@ def answer(ctx: Context, d: dict) -> str:
     sender = ctx.sender(d["platform"])
     if not ctx.store.record_answer(d["id"], attempt, text, sender.paginate(text), keep_s=sender.keep_s,
                                     recheck_s=settings.recheck_s):
-        log.warning("delivery %s: try %s lost the question to another try; its answer is dropped", d["id"], attempt)
+        log.warning("delivery %s: try %s lost the question to another try; its answer is dropped", d["id"], attempt,
+                    extra=log_fields(d, "stale", attempt=attempt))
         return "stale"
     ctx.wakeups.notify(d["id"])
-    log.info("delivery %s answered by %s (%d chars, try %s)", d["id"], ctx.llm.model, len(text), attempt)
+    log.info("delivery %s answered by %s (%d chars, try %s)", d["id"], ctx.llm.model, len(text), attempt,
+             extra=log_fields(d, "answered", model=ctx.llm.model, chars=len(text), attempt=attempt,
+                              **ctx.llm.timing.ms()))
     return "answered"
 
 
@@ -121,7 +124,8 @@ def settle_failed_try(ctx: Context, delivery_id: int, attempt: int, exc: Excepti
     delay = ctx.settings.retry_delays[min(attempt, len(ctx.settings.retry_delays)) - 1]
     ctx.store.release_answer(delivery_id, attempt, error=reason, retry_at=time.time() + delay + ctx.settings.recheck_s)
     log.info("delivery %s: try %s of %s failed (%s); trying again in %ss", delivery_id, attempt,
-             ctx.settings.max_tries, reason, delay)
+             ctx.settings.max_tries, reason, delay,
+             extra={"delivery_id": delivery_id, "outcome": "retry", "attempt": attempt, "reason": reason})
 
 
 def give_up(ctx: Context, delivery_id: int, reason: str, *, attempt: int | None = None, push: bool = True) -> bool:
@@ -132,15 +136,19 @@ def give_up(ctx: Context, delivery_id: int, reason: str, *, attempt: int | None 
     charge = ctx.store.give_up(delivery_id, reason=reason, apology=texts.apology(d["question"]), attempt=attempt)
     if charge is None:
         return False
+    if charge == "trial":
+        metrics.refunded(d["platform"], "failed")
     log.warning("delivery %s failed for good (%s); %s", delivery_id, reason,
-                "trial answer refunded" if charge == "trial" else "nothing was charged")
+                "trial answer refunded" if charge == "trial" else "nothing was charged",
+                extra=log_fields(d, "failed", reason=reason, charge=charge))
     ctx.wakeups.notify(delivery_id)
     if not push:
         return True
     try:
         deliver(ctx, delivery_id)
     except Exception as exc:  # the reconciler pushes the apology later
-        log.warning("delivery %s: the apology did not go out yet (%s)", delivery_id, exc)
+        log.warning("delivery %s: the apology did not go out yet (%s)", delivery_id, exc,
+                    extra=log_fields(d, "apology not sent"))
     return True
 
 
@@ -153,7 +161,8 @@ def deliver(ctx: Context, delivery_id: int) -> str:
     except PermanentFailure as exc:
         give_up(ctx, delivery_id, f"{type(exc).__name__}: {exc}")
         return "failed"
-    log.info("delivery %s: %s (%s:u%s)", delivery_id, outcome, d["platform"], d["user_id"])
+    log.info("delivery %s: %s (%s:u%s)", delivery_id, outcome, d["platform"], d["user_id"],
+             extra=log_fields(d, outcome, age_ms=round((time.time() - d["received_at"]) * 1000)))
     job = get_current_job()
     if outcome == RETRY and job is not None and job.retries_left:
         raise TransientFailure(f"delivery {delivery_id}: a push failed; RQ tries again")  # on its back-off

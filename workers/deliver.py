@@ -9,6 +9,7 @@ import time
 from bot.delivery import ANSWERED, NOTICE
 from bot.errors import PermanentFailure, TransientFailure
 from bot.store import Store
+from config import metrics
 from workers.wakeups import Wakeups
 
 log = logging.getLogger("chatgate.worker")
@@ -49,19 +50,22 @@ def push_pages(store: Store, sender, wakeups: Wakeups, delivery_id: int, *, retr
             store.unpush(page["id"])
             if sender.waits_after(exc):
                 log.warning("delivery %s: push refused (%s); its pages wait for the user's next message",
-                            delivery_id, exc)
+                            delivery_id, exc, extra=log_fields(d, "push refused"))
                 return _wait_for_fetch(store, d)
             if page["kind"] == NOTICE:
                 store.cancel_page(page["id"])
-                log.warning("delivery %s: notice refused for good (%s); dropped", delivery_id, exc)
+                log.warning("delivery %s: notice refused for good (%s); dropped", delivery_id, exc,
+                            extra=log_fields(d, "notice dropped"))
                 continue
             raise
         except TransientFailure as exc:
             store.unpush(page["id"])
             store.set_due(delivery_id, time.time() + retry_s)
-            log.warning("delivery %s: push failed (%s); trying again in %ss", delivery_id, exc, retry_s)
+            log.warning("delivery %s: push failed (%s); trying again in %ss", delivery_id, exc, retry_s,
+                        extra=log_fields(d, "push failed"))
             return RETRY
         store.pushed(page["id"])
+        metrics.pushed(sender.platform, page)
         pushed += 1
     if not any(p["state"] == "ready" for p in store.pages(delivery_id)):
         return DELIVERED
@@ -73,3 +77,10 @@ def _wait_for_fetch(store: Store, d: dict) -> str:
     finished delivery until it is dropped as old."""
     store.set_due(d["id"], d["expires_at"] if d["status"] == ANSWERED else None)
     return WAITING
+
+
+def log_fields(d: dict, outcome: str, **more) -> dict:
+    """The structured fields of a log line about delivery `d` (a store row), for `extra=` (see
+    `config/logs.py`): platform, message key, delivery and user ids, the outcome, and `more`."""
+    return {"platform": d["platform"], "message_key": d["message_key"], "delivery_id": d["id"],
+            "user_id": d["user_id"], "outcome": outcome, **more}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import redis
-from rq import Queue, Retry
+from rq import Queue, Retry, worker_registration
 from rq.serializers import JSONSerializer
 
 from config import Settings
@@ -54,3 +54,15 @@ def enqueue_answer(queue: Queue, settings: Settings, facts: dict, *, job_id: str
         )
         pipe.execute()
     return job
+
+
+def live_workers(queue: Queue) -> int:
+    """How many RQ workers listen on `queue` and are alive (their heartbeat key has not expired: a
+    worker that died without saying so still counts until it does, a minute or two)."""
+    keys = worker_registration.get_keys(queue=queue)
+    if not keys:
+        return 0
+    with queue.connection.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.exists(key)
+        return sum(1 for alive in pipe.execute() if alive)

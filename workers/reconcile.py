@@ -27,7 +27,9 @@ from rq.job import Job, JobStatus
 
 from bot import texts
 from bot.delivery import ANSWERED, ANSWERING, PUSH_LEASE_S, QUEUED
+from config import metrics
 from workers.answer import Context, give_up
+from workers.deliver import log_fields
 from workers.queue import enqueue_answer, first_job_id
 
 log = logging.getLogger("chatgate.reconcile")
@@ -48,11 +50,13 @@ def reconcile(ctx: Context, now: float | None = None) -> Counter:
         try:
             counts[_act(ctx, d, _job_id(d) in alive, now)] += 1
         except Exception:  # one delivery that cannot be acted on must not hold up the others
-            log.exception("delivery %s could not be reconciled", d["id"])
+            log.exception("delivery %s could not be reconciled", d["id"], extra=log_fields(d, "error"))
             counts["errors"] += 1
     done = {k: v for k, v in counts.items() if v}
     if done:
-        log.info("reconciled: %s", ", ".join(f"{k} {v}" for k, v in sorted(done.items())))
+        metrics.reconciled(done)
+        log.info("reconciled: %s", ", ".join(f"{k} {v}" for k, v in sorted(done.items())),
+                 extra={"outcome": "reconciled", "actions": done})
     return counts
 
 
@@ -82,6 +86,11 @@ def _act(ctx: Context, d: dict, job_alive: bool, now: float) -> str:
         return "dead last tries given up"
     if status == ANSWERED and d["expires_at"] is not None and d["expires_at"] <= now:
         outcome = store.expire(d["id"], note=texts.expired(d["question"]), now=now)
+        if outcome == "expired" and d["charge"] == "trial":
+            metrics.refunded(d["platform"], "expired")
+        if outcome:
+            log.info("delivery %s: %s (its answer was not fetched in time)", d["id"], outcome,
+                     extra=log_fields(d, outcome))
         if outcome == "expired" and ctx.sender(d["platform"]).may_push():
             requeue(ctx, store.delivery(d["id"]), now)
         return f"answers {outcome or 'not expired yet'}"

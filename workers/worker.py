@@ -8,6 +8,10 @@
 - A work-horse killed by a signal (the kernel's OOM killer, RQ's own kill of a hung job) cannot settle
   its try, and RQ calls no failure callback for it: the worker settles it at once, giving the
   question back for the next try or, after the last, giving it up (refunded, apology queued).
+
+And two chores: the LLM endpoint is probed at the worker's start (`workers/probe.py`, for `/readyz`),
+and each work-horse's metric files are folded into the worker's own when it exits
+(`config/metric_files.py`), so that a job leaves no files behind.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ import signal
 import time
 
 from rq import Worker
+from rq.exceptions import StopRequested
 
 from bot.delivery import ANSWERING
 from bot.errors import TryKilled
-from config import load_settings
+from config import load_settings, metric_files
+from workers import probe
 from workers.answer import Context, settle_failed_try
 from workers.reconcile import requeue, run_if_due
 
@@ -41,6 +47,8 @@ class ChatgateWorker(Worker):
         super().__init__(*args, **kwargs)
         self._work_horse_killed_handler = self._settle_killed_horse
         self._next_reconcile = 0.0
+        self._probed = False
+        self._last_horse = 0
 
     @property
     def should_run_maintenance_tasks(self) -> bool:
@@ -52,6 +60,26 @@ class ChatgateWorker(Worker):
         if time.monotonic() >= self._next_reconcile:
             self._next_reconcile = time.monotonic() + self.settings.reconcile_interval
             self._with_context("the reconciler", lambda ctx: run_if_due(ctx, self.settings.reconcile_interval))
+            try:
+                probe.probe_if_due(self.settings, self.connection, starting=not self._probed)
+                self._probed = True
+            except StopRequested:
+                raise
+            except Exception as exc:
+                log.warning("the LLM probe failed: %s", exc)
+
+    def fork_work_horse(self, job, queue) -> None:
+        super().fork_work_horse(job, queue)
+        self._last_horse = self._horse_pid
+
+    def execute_job(self, job, queue) -> None:
+        try:
+            super().execute_job(job, queue)
+        finally:
+            try:
+                metric_files.absorb(self._last_horse)
+            except Exception:  # a metrics chore must never stop the worker
+                log.exception("could not fold work-horse %s's metric files", self._last_horse)
 
     def subscribe(self) -> None:
         """RQ's `subscribe`, with its pubsub thread deaf to SIGTERM and SIGINT.
@@ -90,11 +118,15 @@ class ChatgateWorker(Worker):
         must not inherit open connections in use) and closed after; failures are logged, not raised."""
         try:
             ctx = Context(self.settings)
+        except StopRequested:  # RQ's way out of an idle worker told to stop: it must reach RQ's loop
+            raise
         except Exception as exc:
             log.error("%s could not start: %s", what, exc)
             return
         try:
             work(ctx)
+        except StopRequested:
+            raise
         except Exception:
             log.exception("%s failed", what)
         finally:

@@ -72,6 +72,10 @@ def redis_settings(need: Iterable[str] = ("REDIS_URL",)):
 def worker(burst, processes):
     """Run the RQ worker(s) that answer questions, with RQ's scheduler (retries with back-off) and
     chatgate's reconciler (every CHATGATE_RECONCILE_INTERVAL seconds)."""
+    from config.metric_files import prepare
+
+    settings = _settings()
+    prepare(settings, "worker")  # its folder of metric files, before anything imports prometheus_client
     from rq.serializers import JSONSerializer
     from rq.worker_pool import WorkerPool
 
@@ -81,7 +85,6 @@ def worker(burst, processes):
     from workers.queue import answer_queue, connect
     from workers.worker import ChatgateWorker
 
-    settings = _settings()
     configure_logging(settings)
     Store(settings.db_path).close()
     connection = connect(settings)
@@ -138,10 +141,13 @@ def feishu_connect():
     Feeds the same dispatcher and admission path as the /feishu webhook, so dedupe and quotas behave
     the same; answers still come from `chatgate worker`. Runs until stopped.
     """
+    from config.metric_files import prepare
+
+    settings = require(with_running_redis(_settings(need=DATABASE_ONLY)), None)  # every gap, as a process
+    prepare(settings, "feishu")  # its folder of metric files, before anything imports prometheus_client
     from config.logs import configure_logging
     from handlers.feishu.connect import connect_forever
 
-    settings = require(with_running_redis(_settings(need=DATABASE_ONLY)), None)  # every gap, as a process
     if not (settings.feishu_app_id and settings.feishu_app_secret):
         raise click.ClickException("FEISHU_APP_ID and FEISHU_APP_SECRET are needed for the long connection")
     configure_logging(settings)

@@ -23,7 +23,7 @@ Tables:
 
 from __future__ import annotations
 
-from bot.store.base import BUSY_TIMEOUT_S, DAY_S, StoreBase
+from bot.store.base import BUSY_TIMEOUT_S, DAY_S, StoreBase, check_writable
 from bot.store.conversations import Conversations
 from bot.store.deliveries import Deliveries
 from bot.store.entitlements import Entitlements
@@ -31,7 +31,7 @@ from bot.store.pages import Pages
 from bot.store.reports import Reports
 from bot.store.schema import migrations
 
-__all__ = ["BUSY_TIMEOUT_S", "DAY_S", "Store", "migrations"]
+__all__ = ["BUSY_TIMEOUT_S", "DAY_S", "Store", "check_writable", "migrations"]
 
 
 class Store(Conversations, Deliveries, Pages, Entitlements, Reports, StoreBase):

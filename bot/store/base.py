@@ -8,6 +8,7 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 from sqlite_utils import Database
 
@@ -44,6 +45,32 @@ def _file_lock(path: Path):
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def check_writable(path: str | os.PathLike, timeout_s: float = 1.0) -> None:
+    """Raise `sqlite3.Error` unless the database at `path` takes a write within `timeout_s`: the
+    write lock (`BEGIN IMMEDIATE`, waited for in short sleeps, which gevent turns into yields), one
+    write that is then rolled back, so nothing changes. A missing file is an error, not created.
+    For readiness checks: a fresh connection, so a held lock or a read-only file shows up."""
+    conn = sqlite3.connect(f"file:{quote(str(Path(path).resolve()))}?mode=rw", uri=True, timeout=0,
+                           isolation_level=None)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.02)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            conn.execute(f"PRAGMA user_version = {int(version)}")
+        finally:
+            conn.execute("ROLLBACK")
+    finally:
+        conn.close()
 
 
 class StoreBase:

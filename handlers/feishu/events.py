@@ -12,6 +12,7 @@ from collections.abc import Callable
 import redis
 
 from bot.models import MEDIA, TEXT, IncomingMessage
+from config import metrics
 from handlers.feishu.send import PLATFORM, _lark, fetch_bot_open_id, make_client
 
 log = logging.getLogger("chatgate.feishu")
@@ -117,17 +118,21 @@ class FeishuEvents:
                 return True
             return bool(self.runtime.redis.exists(key))
         except redis.RedisError as exc:
-            log.warning("feishu event=%s: Redis unavailable for the event dedupe (%s)", event_id, exc)
+            log.warning("feishu event=%s: Redis unavailable for the event dedupe (%s)", event_id, exc,
+                        extra={"platform": PLATFORM, "event_id": event_id, "outcome": "dedupe skipped"})
             return False
 
     def _on_message(self, data) -> None:
         event_id = data.header.event_id if data.header else None
         if self._seen(event_id):
-            log.info("feishu event=%s seen before; acknowledged", event_id)
+            metrics.admitted(PLATFORM, "duplicate")
+            log.info("feishu event=%s seen before; acknowledged", event_id,
+                     extra={"platform": PLATFORM, "event_id": event_id, "outcome": "duplicate"})
             return
         msg = incoming_from_event(data, self.bot_open_id)
         if msg is None:
-            log.info("feishu event=%s not for the bot; ignored", event_id)
+            log.info("feishu event=%s not for the bot; ignored", event_id,
+                     extra={"platform": PLATFORM, "event_id": event_id, "outcome": "ignored"})
         else:
             decision = self.runtime.accept(msg)
             if decision.reply is not None:

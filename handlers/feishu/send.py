@@ -12,7 +12,8 @@ import redis
 from bot.errors import PermanentFailure, TransientFailure
 from bot.paging import fit_pages, split_text
 from bot.texts import TRUNCATED
-from config import Settings
+from config import Settings, metrics
+from config.logs import adopt
 from handlers.senders import PushOnly
 
 PLATFORM = "feishu"
@@ -31,9 +32,11 @@ PERMANENT_CODES = frozenset({
 
 
 def _lark():
-    """lark-oapi, imported on first use: the import is slow (about 2 s) and only Feishu needs it."""
+    """lark-oapi, imported on first use: the import is slow (about 2 s) and only Feishu needs it.
+    Its logger's own stdout handler is dropped: its lines go out in chatgate's format, once."""
     import lark_oapi
 
+    adopt("Lark")
     return lark_oapi
 
 
@@ -109,9 +112,11 @@ class FeishuSender(PushOnly):
         try:
             resp = self.client.im.v1.message.reply(req)
         except Exception as exc:  # requests' connection errors and timeouts, bad responses
+            metrics.api_error(PLATFORM, "network")
             raise TransientFailure(f"Feishu API unreachable: {type(exc).__name__}") from None
         if resp.success():
             return
+        metrics.api_error(PLATFORM, resp.code)
         detail = f"Feishu error {resp.code}: {resp.msg}"
         if resp.code in PERMANENT_CODES:
             raise PermanentFailure(detail)

@@ -106,7 +106,8 @@ class WeChatInbound:
             # SQLite). Within the window, a forged body could then pass: safe mode (WECHAT_AES_KEY),
             # whose signature covers the body, is the protection that does not depend on Redis.
             log.warning("wechat: Redis unavailable (%s); a signed query with a fresh timestamp "
-                        "accepted without its replay check", type(exc).__name__)
+                        "accepted without its replay check", type(exc).__name__,
+                        extra={"platform": PLATFORM, "outcome": "replay check skipped"})
             return
         # None: the record expired between the two calls, as the timestamp leaves the window.
         if first is not None and first.decode() != digest:

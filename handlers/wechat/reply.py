@@ -21,6 +21,7 @@ import time
 from bot.commands import is_word
 from bot.delivery import IN_FLIGHT, OPEN
 from bot.models import TEXT, IncomingMessage
+from config import metrics
 from handlers.wechat.inbound import PLATFORM
 from handlers.wechat.send import TEXT_LIMIT_BYTES
 from workers.deliver import HANDOFF_S
@@ -44,6 +45,7 @@ class PassiveReply:
         self.store = runtime.store
         self.wakeups = runtime.wakeups
         self.sender = runtime.sender(PLATFORM)
+        self.path = "passive_reply"  # how its pages count in the metrics; `fetch` for a 继续
 
     def respond(self) -> str | None:
         """The reply text, or None for an empty ack."""
@@ -73,7 +75,8 @@ class PassiveReply:
         if wait > 0:
             self.wakeups.hold(own, deadline - time.monotonic() + HANDOFF_S)
             try:
-                self.wakeups.wait_until(lambda: not self._in_flight(own), own, deadline)
+                with metrics.HELD_POSTS.track_inprogress():
+                    self.wakeups.wait_until(lambda: not self._in_flight(own), own, deadline)
             finally:
                 self.wakeups.release(own)
         text = self._reply(own, user_id, post, own=own)
@@ -98,6 +101,7 @@ class PassiveReply:
 
     def _fetch(self, waiting: list[int]) -> str | None:
         """`继续`: the next ready pages; if none within the window, a note that they are not ready yet."""
+        self.path = "fetch"
         a = self.runtime.accept(self.msg, fetch=True).admission
         if a.outcome == "duplicate":
             again = self.store.serve_again(a.delivery_id, a.post)
@@ -106,7 +110,9 @@ class PassiveReply:
         text = self._reply(a.delivery_id, a.user_id, a.post)
         if not text and self.settings.wechat_reply_wait > 0:
             deadline = self.started + min(self.settings.wechat_reply_wait, REPLY_DEADLINE_S - 0.2)
-            self.wakeups.wait_until(lambda: bool(self.store.ready_pages(a.user_id, limit=1)), waiting[0], deadline)
+            with metrics.HELD_POSTS.track_inprogress():
+                self.wakeups.wait_until(lambda: bool(self.store.ready_pages(a.user_id, limit=1)), waiting[0],
+                                        deadline)
             text = self._reply(a.delivery_id, a.user_id, a.post)
         if text is LATE or text:
             return self._finish(text, a.post)
@@ -130,6 +136,7 @@ class PassiveReply:
         if time.monotonic() - self.started > REPLY_DEADLINE_S:
             self.store.unclaim_reply(reply_to, post)
             return LATE
+        metrics.pages_sent(PLATFORM, self.path, claimed)
         return self._compose(claimed, own=own, user_id=user_id) if claimed else ""
 
     def _compose(self, pages: list[dict], *, own: int | None, user_id: int) -> str:

@@ -14,7 +14,7 @@ from wechatpy.session.redisstorage import RedisStorage
 
 from bot.errors import PermanentFailure, TransientFailure
 from bot.paging import split_text
-from config import Settings
+from config import Settings, metrics
 from handlers.wechat.inbound import PLATFORM
 
 log = logging.getLogger("chatgate.wechat")
@@ -135,15 +135,19 @@ class WeChatSender:
             except WeChatClientException as exc:
                 if exc.errcode not in TOKEN_ERRORS:
                     raise
-                log.info("WeChat rejected the access token (%s); refreshing", exc.errcode)
+                metrics.api_error(PLATFORM, exc.errcode)
+                log.info("WeChat rejected the access token (%s); refreshing", exc.errcode,
+                         extra={"platform": PLATFORM, "code": exc.errcode, "outcome": "token refreshed"})
                 self.client.fetch_access_token(stale=token)
                 self.client.message.send_text(user, text)
         except WeChatClientException as exc:
+            metrics.api_error(PLATFORM, exc.errcode)
             detail = f"WeChat error {exc.errcode}: {exc.errmsg}"
             if exc.errcode in PERMANENT_ERRORS:
                 raise WeChatRefused(exc.errcode, detail) from None
             raise TransientFailure(detail) from None
         except requests.RequestException as exc:  # connection errors and timeouts
+            metrics.api_error(PLATFORM, "network")
             raise TransientFailure(f"WeChat API unreachable: {type(exc).__name__}") from None
         except redis.RedisError as exc:  # the shared access token lives in Redis
             raise TransientFailure(f"the access token store is unavailable: {type(exc).__name__}") from None

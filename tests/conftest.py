@@ -247,6 +247,32 @@ def afdian_env(env, monkeypatch, fake_afdian):
 
 
 @pytest.fixture
+def pay(afdian_env):
+    """The web app with afdian configured: `.webhook(body)` posts afdian's webhook, `.say(openid,
+    text)` posts a signed WeChat message and returns the passive reply's text ('' for an ack)."""
+    from handlers.app import create_app
+    from tests.wechat_sim import text_xml
+
+    client = create_app().test_client()
+    ids = iter(range(8_100_000_000_000_000, 9_000_000_000_000_000))
+
+    class Pay:
+        @staticmethod
+        def webhook(body, **kw):
+            return client.post("/pay/afdian", json=body, **kw)
+
+        @staticmethod
+        def say(openid: str, text: str) -> str:
+            signed = wechat_sim.sign_encrypted(text_xml(openid, text, next(ids)))
+            res = client.post(signed.path, data=signed.body, content_type="text/xml")
+            assert res.status_code == 200
+            body = res.get_data(as_text=True)
+            return "" if body == "success" else wechat_sim.read_reply(body)["Content"]
+    Pay.client = client
+    return Pay
+
+
+@pytest.fixture
 def worker_log(tmp_path):
     """What the web app, the worker and its forked work-horses log, as text (read it after the work)."""
     import logging

@@ -117,7 +117,7 @@ def judge(order: dict | None, known: dict[str, tuple[int, int | None]]) -> Verdi
     facts = {"amount_cents": amount, "plan_id": plan_id, "buyer": str(order.get("user_id") or ""), "raw": raw}
     found = bind_codes_in(str(order.get("custom_order_id") or "")) + bind_codes_in(str(order.get("remark") or ""))
     found = list(dict.fromkeys(found))
-    if order.get("status") != PAID:
+    if str(order.get("status")) != str(PAID):
         return Verdict(False, f"not paid (afdian status {order.get('status')!r})", facts, found)
     if amount is None or amount <= 0:
         return Verdict(False, f"paid amount {order.get('total_amount')!r} is not more than 0", facts, found)

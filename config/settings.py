@@ -431,6 +431,6 @@ class Settings:
                 out[var.name] = plans_text(value)
             elif isinstance(value, tuple):
                 out[var.name] = ",".join(str(v) for v in value)
-            else:
-                out[var.name] = str(value)
+            else:  # a text's line breaks as `.env` writes them, so each setting stays one line
+                out[var.name] = str(value).replace("\n", "\\n")
         return out

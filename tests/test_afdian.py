@@ -71,11 +71,31 @@ def test_a_paid_order_carrying_the_bind_code_is_granted_once_and_the_user_told(
     assert saved["user_id"] == user["id"]
     assert saved["paid_at"] and saved["bind_code"] == code and saved["buyer"] == order["user_id"]
     assert "private-" not in saved["raw"] and "address_phone" not in saved["raw"]
-    assert fake_afdian.refused == 0 and set(fake_afdian.queries) == {order["out_trade_no"]}
+    assert fake_afdian.refused == 0 and fake_afdian.queries == [order["out_trade_no"]]  # repeats: no look-up
     [(to, notice)] = fake_wechat.sent
     assert to == OPENID
     assert notice.startswith(f"已收到爱发电订单 {order['out_trade_no']} 的付款（19.90 元）：会员增加 30 天")
     assert f"afdian order {order['out_trade_no']}: 19.90 paid, 30 days granted to u{user['id']}" in worker_log()
+
+
+def test_an_account_that_cannot_push_tells_the_buyer_with_their_next_reply(afdian_env, monkeypatch, run_worker,
+                                                                           fake_afdian, fake_wechat, store):
+    monkeypatch.setenv("WECHAT_REPLY_MODE", "passive")  # an unverified account: no customer-service pushes
+    from handlers.app import create_app
+
+    client = create_app().test_client()
+
+    def say(text: str, msg_id: int) -> str:
+        signed = wechat_sim.sign_encrypted(text_xml(OPENID, text, msg_id))
+        return wechat_sim.read_reply(client.post(signed.path, data=signed.body, content_type="text/xml")
+                                     .get_data(as_text=True))["Content"]
+    order = fake_afdian.add_order(custom_order_id=bind_code_of(say("购买", 8_200_000_000_000_001)))
+    client.post("/pay/afdian", json=fake_afdian.webhook(order))
+    run_worker()
+    assert fake_wechat.sent == [] and store.find_user("wechat", OPENID)["member_until"] > time.time()
+    reply = say("我的", 8_200_000_000_000_002)
+    assert reply.index("会员增加 30 天") < reply.index(f"wechat:{OPENID}")  # the notice first, then the answer
+    assert "会员增加 30 天" not in say("我的", 8_200_000_000_000_003)  # once
 
 
 def test_the_remark_binds_an_order_and_months_multiply_the_days(pay, run_worker, fake_afdian, store):

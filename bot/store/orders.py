@@ -101,19 +101,25 @@ class Orders:
     # -- what comes in -------------------------------------------------------------------------
 
     def note_order(self, out_trade_no: str, *, recheck_s: float, claimant: int | None = None,
-                   now: float | None = None) -> str:
+                   now: float | None = None) -> tuple[str, bool]:
         """An order was named (by the webhook, or the operator binding it to `claimant`): record it
-        `pending`, or make a refused one pending again (it may be paid by now), looked up again by the
-        reconciler `recheck_s` from now should its job be lost. Returns its status: a settled one
-        (`granted`, `unclaimed`) is not touched."""
+        `pending`, or make a refused one pending again (it may be paid by now). Returns (its status,
+        whether to look it up now): yes for a new or refused one, and for a pending one whose look-up
+        is overdue; a pending one whose look-up is under way (a repeated webhook) is left to it, and a
+        settled one (`granted`, `unclaimed`) is not touched. A look-up asked for is due for the
+        reconciler `recheck_s` from now, should its job be lost."""
         now = time.time() if now is None else now
         with self.write() as c:
             c.execute("INSERT INTO orders (out_trade_no, created_at, updated_at) VALUES (?, ?, ?) "
                       "ON CONFLICT (out_trade_no) DO NOTHING", (out_trade_no, now, now))
-            c.execute("UPDATE orders SET status = 'pending', due_at = ?, updated_at = ?, claimed_by = "
-                      "COALESCE(?, claimed_by) WHERE out_trade_no = ? AND status IN ('pending', 'refused')",
-                      (now + recheck_s, now, claimant, out_trade_no))
-            return c.execute("SELECT status FROM orders WHERE out_trade_no = ?", (out_trade_no,)).fetchone()[0]
+            if claimant is not None:
+                c.execute("UPDATE orders SET claimed_by = ? WHERE out_trade_no = ? "
+                          "AND status IN ('pending', 'refused')", (claimant, out_trade_no))
+            fresh = c.execute("UPDATE orders SET status = 'pending', due_at = ?, updated_at = ? WHERE out_trade_no = ? "
+                              "AND (status = 'refused' OR (status = 'pending' AND (due_at IS NULL OR due_at <= ?)))",
+                              (now + recheck_s, now, out_trade_no, now)).rowcount
+            status = c.execute("SELECT status FROM orders WHERE out_trade_no = ?", (out_trade_no,)).fetchone()[0]
+            return status, bool(fresh)
 
     def claim_order(self, user_id: int, out_trade_no: str, *, max_failures: int, window_s: float,
                     recheck_s: float, now: float | None = None) -> tuple[str, dict]:

@@ -5,8 +5,8 @@ else 400). The order is noted `pending` in the store, and a job looks it up with
 and grants it (`workers/orders.py`); the webhook answers `{"ec":200}` at once. Why a job rather than
 the look-up here: afdian's API may be slow or down, and a job retries (the reconciler looks pending
 orders up again, with back-off, until afdian answers), while the store keeps the order meanwhile, so
-neither a slow afdian nor a lost job nor Redis down loses a payment. A repeat of a settled order
-(granted or unclaimed) is acknowledged and changes nothing.
+neither a slow afdian nor a lost job nor Redis down loses a payment. A repeat, of an order being
+looked up or settled (granted or unclaimed), is acknowledged and changes nothing.
 """
 
 from __future__ import annotations
@@ -48,16 +48,17 @@ def receive():
     runtime = current_app.extensions["chatgate"]
     runtime.platform("afdian", runtime.settings.afdian_enabled, "AFDIAN_USER_ID and AFDIAN_TOKEN", lambda: True)
     try:
-        number, claimed = out_trade_no(request.get_json(silent=True))
+        number, claimed = out_trade_no(request.get_json(force=True, silent=True))
     except ValueError as exc:
         abort(400, str(exc))
     if number is None:
         log.info("afdian webhook of another type acknowledged", extra={"outcome": "ignored"})
         return jsonify(ec=200, em="")
     fields = {"out_trade_no": number}
-    status = runtime.store.note_order(number, recheck_s=runtime.settings.recheck_s)
-    if status != "pending":
-        log.info("afdian order %s: webhook again, already %s; nothing to do", number, status,
+    status, look_up = runtime.store.note_order(number, recheck_s=runtime.settings.recheck_s)
+    if not look_up:
+        log.info("afdian order %s: webhook again, %s; nothing more to do", number,
+                 "being looked up" if status == "pending" else f"already {status}",
                  extra={**fields, "outcome": "duplicate"})
         return jsonify(ec=200, em="")
     try:

@@ -47,7 +47,8 @@ MAX_MONTHS = 120
 
 _ORDER_NUMBER = re.compile(r"[0-9]{18,40}")
 _BIND_IN_TEXT = re.compile(r"(?<![0-9A-Z])([0-9A-Z]{4})[\s_\-‐‑‒–—―−]?([0-9A-Z]{4})(?![0-9A-Z])")
-_COMPARED = ("total_amount", "plan_id", "status", "month", "custom_order_id", "remark")
+COMPARED = ("total_amount", "plan_id", "status", "month", "custom_order_id", "remark")
+"""The order fields compared between the webhook's body and afdian's record (a difference is logged)."""
 
 
 # -- bind codes and order numbers ---------------------------------------------------------------
@@ -170,7 +171,7 @@ def differences(order: dict | None, claimed: dict | None) -> list[str]:
         return []
     if order is None:
         return ["the order itself"]
-    return [f"{k} {claimed[k]!r} (afdian: {order.get(k)!r})" for k in _COMPARED
+    return [f"{k} {claimed[k]!r} (afdian: {order.get(k)!r})" for k in COMPARED
             if k in claimed and str(claimed[k]) != str(order.get(k, ""))]
 
 

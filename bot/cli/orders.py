@@ -7,7 +7,7 @@ import json
 import click
 
 from bot import members, payments
-from bot.cli.common import AS_JSON, DATABASE_ONLY, actor, echo_json, load_checked, table, when
+from bot.cli.common import AS_JSON, DATABASE_ONLY, actor, echo_json, load_checked, store_context, table, when
 from bot.errors import ChatgateError
 from config.afdian import money
 
@@ -58,11 +58,8 @@ def orders(ctx, status, limit, as_json):
     """
     if ctx.invoked_subcommand:
         return
-    settings, store = _open()
-    try:
+    with store_context() as (settings, store):
         rows = store.orders(status=status, limit=limit)
-    finally:
-        store.close()
     if as_json:
         echo_json([{**{k: v for k, v in r.items() if k != "raw"}, "afdian": json.loads(r["raw"]) if r["raw"] else None}
                    for r in rows])

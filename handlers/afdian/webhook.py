@@ -16,6 +16,7 @@ import re
 
 from flask import Blueprint, abort, current_app, jsonify, request
 
+from bot import payments
 from workers.queue import enqueue_order_check
 
 log = logging.getLogger("chatgate.afdian")
@@ -23,8 +24,6 @@ log = logging.getLogger("chatgate.afdian")
 blueprint = Blueprint("afdian", __name__)
 
 _TRADE_NO = re.compile(r"[0-9A-Za-z_-]{1,64}")
-CLAIMED_FIELDS = ("total_amount", "plan_id", "status", "month", "custom_order_id", "remark")
-"""What the job compares between the webhook's body and afdian's record (a difference is logged)."""
 
 
 def out_trade_no(body) -> tuple[str | None, dict]:
@@ -39,7 +38,7 @@ def out_trade_no(body) -> tuple[str | None, dict]:
     number = order.get("out_trade_no") if isinstance(order, dict) else None
     if not isinstance(number, str) or not _TRADE_NO.fullmatch(number):
         raise ValueError("data.order.out_trade_no is missing or not an order number")
-    return number, {k: order[k] for k in CLAIMED_FIELDS if isinstance(order.get(k), str | int)}
+    return number, {k: order[k] for k in payments.COMPARED if isinstance(order.get(k), str | int)}
 
 
 @blueprint.post("/pay/afdian")

@@ -1,10 +1,11 @@
-"""In-chat commands: `我的`/`me`, `重置`/`reset`, `兑换 CODE`/`redeem CODE`, `帮助`/`help`.
+"""In-chat commands: `我的`/`me`, `重置`/`reset`, `兑换 CODE`/`redeem CODE`, `帮助`/`help`, `购买`/`buy`.
 
 A message is a command only when, trimmed, it is exactly one of the command words (configurable, see
 `CHATGATE_COMMAND_*`; in any case, full-width or not, with an optional leading `/` and trailing `。`
-or `!`); the redeem words may be followed by a code. Anything else, even a message that contains a
-command word or ends in a question mark, is a question. Commands are recorded deliveries, never
-charged and never queued: `run` returns the reply text the platform delivers at once.
+or `!`); the redeem words may be followed by a code, or by an afdian order number (see
+`bot/payments.py`). Anything else, even a message that contains a command word or ends in a question
+mark, is a question. Commands are recorded deliveries, never charged and never queued: `run` returns
+the reply the platform delivers at once (and, for an order number, the order to look up).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 import unicodedata
 from dataclasses import dataclass
 
-from bot import codes, members, texts
+from bot import codes, members, payments, texts
 from bot.errors import CodeInvalid, MembershipTooLong, RedeemLimited
 from bot.models import Admission
 from config import Settings
@@ -27,10 +28,18 @@ _END_PUNCTUATION = ".。!"
 
 @dataclass(frozen=True)
 class Command:
-    """A parsed command: its name (`me`, `reset`, `redeem`, `help`) and argument (the code)."""
+    """A parsed command: its name (`me`, `reset`, `redeem`, `help`, `buy`) and argument (the code)."""
 
     name: str
     argument: str = ""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a command answers: the text, and an afdian order to look up now (a claim by number)."""
+
+    text: str
+    check_order: str | None = None
 
 
 def parse(text: str, settings: Settings) -> Command | None:
@@ -77,15 +86,21 @@ def is_word(text: str, word: str) -> bool:
     return bool(word) and bare(text) == bare(word)
 
 
-def run(store, command: Command, admission: Admission, settings: Settings) -> str:
-    """Carry out a command for the admitted user and return the reply text."""
+def run(store, command: Command, admission: Admission, settings: Settings) -> Reply:
+    """Carry out a command for the admitted user and return the reply."""
     if command.name == "me":
-        return me(store.user(admission.user_id), settings)
+        return Reply(me(store.user(admission.user_id), settings))
     if command.name == "reset":
-        return texts.RESET  # recording the command was the reset: history starts after it
+        return Reply(texts.RESET)  # recording the command was the reset: history starts after it
+    if command.name == "buy":
+        return Reply(payments.buy_reply(store, admission.user_id, settings))
     if command.name == "redeem":
-        return redeem(store, admission.user_id, command.argument, settings)
-    return help_text(settings)
+        number = payments.order_number(command.argument) if settings.afdian_enabled else None
+        if number:
+            text, look_up = payments.claim(store, admission.user_id, number, settings)
+            return Reply(text, number if look_up else None)
+        return Reply(redeem(store, admission.user_id, command.argument, settings))
+    return Reply(help_text(settings))
 
 
 def me(user: dict, settings: Settings, now: float | None = None) -> str:

@@ -7,6 +7,7 @@
     ├── RedeemLimited      too many wrong codes lately; nothing was tried
     ├── BatchExists        a new batch of codes under a name already taken
     ├── MembershipTooLong  a grant or code that would take a membership past `bot.limits.MAX_EXPIRY`
+    ├── OrderLookupFailed  a payment platform could not be asked about an order (network, an error answer)
     └── AnswerFailed       an answer could not be produced or sent
         ├── TransientFailure   worth another try (timeouts, 5xx, rate limits)
         │   └── TryKilled      the process of a try was killed (out of memory, a timeout kill)
@@ -40,6 +41,10 @@ class BatchExists(ChatgateError):
 
 class MembershipTooLong(ChatgateError):
     """A grant or a code would take the membership past the latest expiry chatgate keeps; nothing changed."""
+
+
+class OrderLookupFailed(ChatgateError):
+    """The payment platform did not say what an order is (unreachable, an error answer); ask again later."""
 
 
 class AnswerFailed(ChatgateError):

@@ -17,10 +17,12 @@ from config import Settings
 
 @dataclass(frozen=True)
 class Decision:
-    """Admission's verdict plus the immediate reply (None: just acknowledge)."""
+    """Admission's verdict plus the immediate reply (None: just acknowledge), and an afdian order a
+    user claimed by number, which the web layer queues to be looked up."""
 
     admission: Admission
     reply: str | None = None
+    check_order: str | None = None
 
     @property
     def enqueue(self) -> bool:
@@ -43,7 +45,8 @@ def decide(store: Store, msg: IncomingMessage, settings: Settings, *, fetch: boo
     if admission.outcome == "duplicate":
         return Decision(admission)
     if admission.outcome == "command":
-        return Decision(admission, commands.run(store, command, admission, settings))
+        reply = commands.run(store, command, admission, settings)
+        return Decision(admission, reply.text, reply.check_order)
     if admission.outcome == "exhausted":
         return Decision(admission, settings.text("trial_over_text"))
     if msg.kind == MEDIA:

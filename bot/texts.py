@@ -91,6 +91,37 @@ HELP = ("可用指令 Commands:\n"
         "{me} — 查看账号、剩余次数和会员有效期 / your account, free answers and membership\n"
         "{reset} — 开始新的对话 / start a new conversation\n"
         "{redeem} + 兑换码 code — 使用兑换码开通会员 / redeem a membership code\n"
+        "{buy} — 购买会员 / buy a membership\n"
         "{help} — 显示本说明 / this list\n"
         "其他消息都会作为问题回答。Anything else is a question for the assistant.")
 """Reply to the `help` command; each placeholder is that command's words, e.g. `我的 / me`."""
+
+# -- buying a membership (afdian) -------------------------------------------------------------------
+
+BUY_UNAVAILABLE = ("暂未开通在线购买，请联系管理员。\n"
+                   "Memberships cannot be bought here yet; please ask the operator.")
+"""Reply to the buy command while no purchase link (`AFDIAN_LINK`) is set."""
+
+ORDER_GRANTED = ("已收到爱发电订单 {order} 的付款（{amount} 元）：会员增加 {days} 天，有效期至 {until}。感谢支持！\n"
+                 "Payment received for afdian order {order} ({amount}): {days} days of membership added, active "
+                 "until {until}. Thank you!")
+"""Told to the user an order was granted to: a notice page (pushed where the account may push, else
+carried by their next reply), or the reply to their `兑换 <order number>`."""
+
+ORDER_NOT_GRANTED = ("爱发电订单 {order} 未能开通会员：没有找到这个已付款的会员订单。如有疑问请联系我们。\n"
+                     "afdian order {order} added no membership: no paid membership order with this number was "
+                     "found. Please contact us if this is wrong.")
+"""Told to a user who sent an order number that afdian's look-up refused (unknown, unpaid, another plan)."""
+
+ORDER_CHECKING = ("正在向爱发电核对订单 {order}，确认付款后会员会自动开通并通知你。\n"
+                  "Checking afdian order {order}: once it is confirmed paid, your membership starts and you will "
+                  "be told.")
+"""Reply to `兑换 <order number>` for an order not known to be paid yet: it is being looked up."""
+
+ORDER_YOURS = ("订单 {order} 已经开通到你的账号，会员有效期至 {until}。\n"
+               "Order {order} was already added to your account; membership active until {until}.")
+"""Reply to `兑换 <order number>` for an order already granted to this user."""
+
+ORDER_INVALID = ("这个订单号无效或已被使用，请检查后重试。\n"
+                 "This order number is not valid or has already been used; please check it and try again.")
+"""Reply to an order number granted to someone else: the same words whether it exists or not."""

@@ -178,7 +178,8 @@ def value_problems(s: Settings) -> list[Problem]:
     if s.redis_url and urlsplit(s.redis_url).scheme not in ("redis", "rediss", "unix"):
         problems.append(Problem(("REDIS_URL",), "must start with redis://, rediss:// or unix://"))
     for name, value in (("OPENAI_BASE_URL", s.openai_base_url), ("WECHAT_API_BASE", s.wechat_api_base),
-                        ("FEISHU_API_BASE", s.feishu_api_base)):
+                        ("FEISHU_API_BASE", s.feishu_api_base), ("AFDIAN_API_BASE", s.afdian_api_base),
+                        ("AFDIAN_LINK", s.afdian_link)):
         if value and urlsplit(value).scheme not in ("http", "https"):
             problems.append(Problem((name,), "must be an http(s) URL"))
     seen: dict[str, str] = {}
@@ -218,4 +219,9 @@ def readiness_problems(s: Settings, *, embedded_redis: bool = False) -> list[Pro
     if s.wechat_token:
         problems += _secret_problems(s, "WECHAT_TOKEN", "WECHAT_APP_ID", "WECHAT_APP_SECRET",
                                      optional="WECHAT_AES_KEY")
+    if s.afdian_user_id or s.afdian_token:  # selling on afdian: orders are looked up with both
+        problems += [Problem((name,), _gap(value) + " (afdian orders are looked up with AFDIAN_USER_ID and "
+                             "AFDIAN_TOKEN)", readiness=True)
+                     for name, value in (("AFDIAN_USER_ID", s.afdian_user_id), ("AFDIAN_TOKEN", s.afdian_token))
+                     if is_placeholder(value)]
     return problems

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from config.afdian import BUY_TEXT, parse_plans, plans_text
+
 PRODUCTION = "production"
 DEVELOPMENT = "development"
 
@@ -196,6 +198,26 @@ VARIABLES: tuple[Var, ...] = (
         "that is only a code, as printed, redeems it too)."),
     Var("CHATGATE_COMMAND_HELP", "command_help", _words, ("帮助", "help"),
         "Words that make the bot list its commands."),
+    Var("CHATGATE_COMMAND_BUY", "command_buy", _words, ("购买", "buy"),
+        "Words that make the bot reply with the purchase link (`AFDIAN_LINK`) carrying the user's bind code."),
+    Var("CHATGATE_BUY_TEXT", "buy_text", _text, BUY_TEXT,
+        "Reply to the buy command: `{link}` is `AFDIAN_LINK` carrying the user's bind code as the order's "
+        "`custom_order_id`, `{code}` the bind code, `{redeem}` the first redeem word."),
+    Var("AFDIAN_USER_ID", "afdian_user_id", str, "",
+        "Your user_id from afdian's developer page (爱发电 开发者后台); with `AFDIAN_TOKEN` it turns on "
+        "`POST /pay/afdian`, the order webhook."),
+    Var("AFDIAN_TOKEN", "afdian_token", str, "", "The API token from the same page; signs every order look-up.",
+        secret=True),
+    Var("AFDIAN_API_BASE", "afdian_api_base", str, "https://afdian.com",
+        "afdian API origin; tests point it at a local fake."),
+    Var("AFDIAN_PLANS", "afdian_plans", parse_plans, (),
+        "What each afdian plan (or SKU) gives: `plan_id=days` or `plan_id=days@price`, comma-separated. A plan "
+        "bought for several months gives days × months; with a price, an order must have paid at least price × "
+        "months. Paid orders of other plans grant nothing."),
+    Var("AFDIAN_LINK", "afdian_link", str, "",
+        "The purchase link the buy command sends: your page `https://afdian.com/a/<you>` or a plan's "
+        "`https://afdian.com/order/create?plan_id=…&product_type=0`; unset, the buy command says purchases "
+        "are not open."),
     Var("WECHAT_TOKEN", "wechat_token", str, "",
         "Token from the official account's server settings (3–32 letters and digits).", secret=True),
     Var("WECHAT_APP_ID", "wechat_app_id", str, "", "AppID of the official account."),
@@ -300,6 +322,13 @@ class Settings:
     command_reset: tuple[str, ...] = ("重置", "reset")
     command_redeem: tuple[str, ...] = ("兑换", "兑换码", "redeem")
     command_help: tuple[str, ...] = ("帮助", "help")
+    command_buy: tuple[str, ...] = ("购买", "buy")
+    buy_text: str = BUY_TEXT
+    afdian_user_id: str = ""
+    afdian_token: str = field(default="", repr=False)
+    afdian_api_base: str = "https://afdian.com"
+    afdian_plans: tuple[tuple[str, int, int | None], ...] = ()
+    afdian_link: str = ""
     wechat_token: str = field(default="", repr=False)
     wechat_app_id: str = ""
     wechat_app_secret: str = field(default="", repr=False)
@@ -347,6 +376,11 @@ class Settings:
         return bool(self.feishu_app_id and self.feishu_verification_token)
 
     @property
+    def afdian_enabled(self) -> bool:
+        """The afdian order webhook answers, and orders are looked up, once the user id and token are set."""
+        return bool(self.afdian_user_id and self.afdian_token)
+
+    @property
     def wechat_can_send(self) -> bool:
         return bool(self.wechat_app_id and self.wechat_app_secret)
 
@@ -379,7 +413,7 @@ class Settings:
     def command_words(self) -> dict[str, tuple[str, ...]]:
         """Each in-chat command's name and the words that call it."""
         return {"me": self.command_me, "reset": self.command_reset, "redeem": self.command_redeem,
-                "help": self.command_help}
+                "help": self.command_help, "buy": self.command_buy}
 
     def text(self, name: str) -> str:
         """A user-facing text with `{free_trial}` and `{welcome_days}` filled in."""
@@ -393,8 +427,10 @@ class Settings:
             value = getattr(self, var.attr)
             if var.secret:
                 out[var.name] = "(set)" if value else "(unset)"
+            elif var.name == "AFDIAN_PLANS":
+                out[var.name] = plans_text(value)
             elif isinstance(value, tuple):
                 out[var.name] = ",".join(str(v) for v in value)
-            else:
-                out[var.name] = str(value)
+            else:  # a text's line breaks as `.env` writes them, so each setting stays one line
+                out[var.name] = str(value).replace("\n", "\\n")
         return out

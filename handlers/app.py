@@ -1,5 +1,6 @@
-"""The Flask app factory: `create_app()` wires settings, the store, Redis, the platform routes and the
-operator's (`/healthz`, `/readyz`: handlers/health.py; `/metrics`: handlers/metrics.py).
+"""The Flask app factory: `create_app()` wires settings, the store, Redis, the platform routes (and
+afdian's order webhook, handlers/afdian/) and the operator's (`/healthz`, `/readyz`:
+handlers/health.py; `/metrics`: handlers/metrics.py).
 
 gunicorn serves `handlers.app:create_app()`; tests build the app with overrides
 (`create_app(db_path=..., redis_url=...)`). The webhook's work per message is: verify, decrypt,
@@ -23,7 +24,7 @@ from handlers import health
 from handlers import metrics as metrics_view
 from handlers.health import CHECK_TIMEOUT_S
 from handlers.outbound import sender_for
-from workers.queue import answer_queue, connect, enqueue_answer
+from workers.queue import answer_queue, connect, enqueue_answer, enqueue_order_check
 from workers.wakeups import Wakeups
 
 log = logging.getLogger("chatgate.web")
@@ -99,6 +100,8 @@ class Runtime:
         a = decision.admission
         if decision.enqueue:
             self.enqueue(msg, a)
+        if decision.check_order:
+            self.check_order(decision.check_order, a.user_id)
         metrics.admitted(msg.platform, a.outcome)
         log.info("%s msg=%s user=u%s kind=%s outcome=%s trial_left=%s%s", msg.platform, msg.message_key,
                  a.user_id, msg.kind, a.outcome, a.trial_left, f" post={a.post}" if a.post > 1 else "",
@@ -118,6 +121,16 @@ class Runtime:
                              "delivery_id": admission.delivery_id, "user_id": admission.user_id,
                              "outcome": "not queued"})
 
+    def check_order(self, out_trade_no: str, user_id: int) -> None:
+        """Queue the look-up of an afdian order a user claimed by number; if Redis refuses, the order is
+        pending in the store and the reconciler queues it."""
+        try:
+            enqueue_order_check(self.queue, out_trade_no)
+        except Exception as exc:
+            log.error("afdian order %s claimed by u%s: the queue is unavailable (%s); the reconciler will look it "
+                      "up", out_trade_no, user_id, type(exc).__name__,
+                      extra={"out_trade_no": out_trade_no, "user_id": user_id, "outcome": "not queued"})
+
     def push_notice(self, msg, admission, text: str) -> None:
         """An immediate reply on a platform that cannot answer inside the webhook's response (Feishu):
         a notice page of the delivery, pushed by its job (or, if that is lost, by the reconciler)."""
@@ -135,8 +148,10 @@ def create_app(settings: Settings | None = None, **overrides) -> Flask:
     app.extensions["chatgate"] = runtime
 
     from handlers import feishu, wechat
+    from handlers.afdian import webhook as afdian
     app.register_blueprint(wechat.blueprint)
     app.register_blueprint(feishu.blueprint)
+    app.register_blueprint(afdian.blueprint)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(metrics_view.blueprint)
 

@@ -1,5 +1,5 @@
 """Fixtures built the way the bot runs: a real Redis, a real SQLite file, the Flask app from its
-factory, real RQ workers, fake WeChat, Feishu and LLM servers on 127.0.0.1 that the real wechatpy,
+factory, real RQ workers, fake WeChat, Feishu, afdian and LLM servers on 127.0.0.1 that the real wechatpy,
 lark-oapi and openai clients talk to, and the Procfile's processes themselves (`live`)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from rq.serializers import JSONSerializer
 
 from tests import feishu_sim as fs
 from tests import wechat_sim
-from tests.fakes import FakeFeishu, FakeLLM, FakeWeChat
+from tests.fakes import FakeAfdian, FakeFeishu, FakeLLM, FakeWeChat
 from tests.redis_server import RedisServer
 
 LLM_KEY = "sk-test-0123456789"
@@ -221,3 +221,70 @@ def live(env, tmp_path, monkeypatch):
     yield start
     for bot in bots:
         bot.stop()
+
+
+@pytest.fixture(scope="session")
+def _afdian_server():
+    with FakeAfdian() as server:
+        yield server
+
+
+@pytest.fixture
+def fake_afdian(_afdian_server):
+    _afdian_server.reset()
+    return _afdian_server
+
+
+@pytest.fixture
+def afdian_env(env, monkeypatch, fake_afdian):
+    """Selling on afdian: its user id and token, the fake's origin, three plans and a purchase link."""
+    values = {"AFDIAN_USER_ID": fake_afdian.user_id, "AFDIAN_TOKEN": fake_afdian.token,
+              "AFDIAN_API_BASE": fake_afdian.url, "AFDIAN_PLANS": "plan_month=30@19.90,plan_year=365,sku_week=7",
+              "AFDIAN_LINK": "https://afdian.com/order/create?plan_id=plan_month&product_type=0"}
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return {**env, **values}
+
+
+@pytest.fixture
+def pay(afdian_env):
+    """The web app with afdian configured: `.webhook(body)` posts afdian's webhook, `.say(openid,
+    text)` posts a signed WeChat message and returns the passive reply's text ('' for an ack)."""
+    from handlers.app import create_app
+    from tests.wechat_sim import text_xml
+
+    client = create_app().test_client()
+    ids = iter(range(8_100_000_000_000_000, 9_000_000_000_000_000))
+
+    class Pay:
+        @staticmethod
+        def webhook(body, **kw):
+            return client.post("/pay/afdian", json=body, **kw)
+
+        @staticmethod
+        def say(openid: str, text: str) -> str:
+            signed = wechat_sim.sign_encrypted(text_xml(openid, text, next(ids)))
+            res = client.post(signed.path, data=signed.body, content_type="text/xml")
+            assert res.status_code == 200
+            body = res.get_data(as_text=True)
+            return "" if body == "success" else wechat_sim.read_reply(body)["Content"]
+    Pay.client = client
+    return Pay
+
+
+@pytest.fixture
+def worker_log(tmp_path):
+    """What the web app, the worker and its forked work-horses log, as text (read it after the work)."""
+    import logging
+
+    path = tmp_path / "worker.log"
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.INFO)
+    root.addHandler(handler)
+    yield lambda: path.read_text()
+    root.removeHandler(handler)
+    root.setLevel(level)
+    handler.close()

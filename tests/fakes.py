@@ -1,4 +1,5 @@
-"""Local fake HTTP servers for the end-to-end tests: WeChat's API and an OpenAI-compatible LLM.
+"""Local fake HTTP servers for the end-to-end tests: WeChat's, Feishu's and afdian's APIs and an
+OpenAI-compatible LLM.
 
 Everything listens on 127.0.0.1 with an ephemeral port; the real SDK clients (wechatpy, openai) are
 pointed at `.url`. Each server records every request and can be scripted to fail or stall.
@@ -6,6 +7,7 @@ pointed at `.url`. Each server records every request and can be scripted to fail
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import threading
@@ -17,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-__all__ = ["RecordedRequest", "Response", "RecordingServer", "FakeWeChat", "FakeLLM", "FakeFeishu"]
+__all__ = ["RecordedRequest", "Response", "RecordingServer", "FakeWeChat", "FakeLLM", "FakeFeishu", "FakeAfdian"]
 
 
 @dataclass
@@ -511,3 +513,92 @@ class FakeFeishu(RecordingServer):
                 self._cond.notify_all()
             return Response(200, {"code": 0, "msg": "success", "data": {"message_id": f"om_r{uuid.uuid4().hex[:8]}"}})
         return Response(404, {"code": 404, "msg": f"fake: no route {req.method} {req.path}"})
+
+
+class FakeAfdian(RecordingServer):
+    """Mimics afdian's open API for `POST /api/open/query-order`, written from afdian's documentation and
+    not from chatgate's client: it checks every request's signature, md5(token + "params" + params +
+    "ts" + ts + "user_id" + user_id), and refuses a bad one (or a stale `ts`) with afdian's error shape
+    (`ec` 400005). It answers from the orders a test puts in it (`add_order`).
+
+    `.queries` holds the order number of each correctly signed query, in order; `.refused` counts the
+    others. `fail(times)` answers the next queries with HTTP 502, `delay(s)` slows every answer.
+    """
+
+    def __init__(self, user_id: str = "afd0123456789abcdef", token: str = "afdian-api-token-for-tests"):
+        super().__init__()
+        self.user_id, self.token = user_id, token
+        self._orders: dict[str, dict] = {}
+        self._queries: list[str] = []
+        self.refused = 0
+        self._fail_times = 0
+        self._delay = 0.0
+        self._seq = 0
+
+    def _reset_state(self):
+        self._orders.clear()
+        self._queries.clear()
+        self.refused, self._fail_times, self._delay = 0, 0, 0.0
+
+    # -- scripting --
+    def add_order(self, out_trade_no: str | None = None, **fields) -> dict:
+        """Put an order at afdian (paid, plan `plan_month`, 19.90, one month, unless `fields` say otherwise)."""
+        with self._cond:
+            self._seq += 1
+            number = out_trade_no or f"2026112{self._seq:03d}1200{uuid.uuid4().int % 10**13:013d}"
+            order = {"out_trade_no": number, "custom_order_id": "", "user_id": "afd_buyer_" + uuid.uuid4().hex[:12],
+                     "user_private_id": "private-" + uuid.uuid4().hex, "plan_id": "plan_month", "month": 1,
+                     "total_amount": "19.90", "show_amount": "19.90", "status": 2, "remark": "", "redeem_id": "",
+                     "product_type": 0, "discount": "0.00", "sku_detail": [], "address_person": "",
+                     "address_phone": "", "address_address": "", **fields}
+            self._orders[number] = order
+            return dict(order)
+
+    def fail(self, times: int = 1):
+        """Answer the next `times` queries with HTTP 502 (afdian down)."""
+        with self._cond:
+            self._fail_times = times
+
+    def delay(self, seconds: float):
+        """Sleep `seconds` before answering each query."""
+        self._delay = seconds
+
+    @staticmethod
+    def webhook(order: dict, **changes) -> dict:
+        """The body afdian's webhook posts for `order` (with `changes`, as a forger would make them)."""
+        return {"ec": 200, "em": "ok", "data": {"type": "order", "order": {**order, **changes}}}
+
+    # -- inspection --
+    @property
+    def queries(self) -> list[str]:
+        with self._cond:
+            return list(self._queries)
+
+    # -- routes --
+    def route(self, req: RecordedRequest) -> Response:
+        if req.path != "/api/open/query-order" or req.method != "POST":
+            return Response(404, {"ec": 404, "em": "not found"})
+        self._sleep(self._delay)
+        with self._cond:
+            if self._fail_times > 0:
+                self._fail_times -= 1
+                return Response(502, "<html>502 Bad Gateway</html>")
+        b = req.body if isinstance(req.body, dict) else {}
+        params, ts, user_id = str(b.get("params", "")), b.get("ts"), str(b.get("user_id", ""))
+        expected = hashlib.md5(f"{self.token}params{params}ts{ts}user_id{user_id}".encode()).hexdigest()
+        fresh = isinstance(ts, int) and abs(time.time() - ts) < 3600
+        if user_id != self.user_id or b.get("sign") != expected or not fresh:
+            with self._cond:
+                self.refused += 1
+            return Response(200, {"ec": 400005, "em": "sign validation failed",
+                                  "data": {"explain": "sign error, check user_id, token and ts"}})
+        try:
+            number = json.loads(params).get("out_trade_no", "")
+        except (ValueError, AttributeError):
+            return Response(200, {"ec": 400002, "em": "params invalid"})
+        with self._cond:
+            self._queries.append(number)
+            self._cond.notify_all()
+            found = [dict(self._orders[number])] if number in self._orders else []
+        return Response(200, {"ec": 200, "em": "ok", "data": {"list": found, "total_count": len(found),
+                                                              "total_page": 1}})

@@ -144,7 +144,7 @@ def test_nginx_proxies_only_the_webhooks_and_caps_the_body():
     conf = (DEPLOY / "nginx.conf").read_text()
     locations = dict(re.findall(r"location\s+([^{]+?)\s*\{([^}]*)\}", conf))
     proxied = {where for where, body in locations.items() if "proxy_pass" in body}
-    assert proxied == {"= /wechat", "= /feishu"}
+    assert proxied == {"= /wechat", "= /feishu", "= /pay/afdian"}
     assert all("proxy_pass http://127.0.0.1:8000;" in locations[where] for where in proxied)
     assert "return 404;" in locations["/"]
     size = re.search(r"client_max_body_size\s+(\d+)k;", conf)

@@ -213,3 +213,34 @@ def test_chatgate_up_refuses_to_start_without_secrets(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 1
     assert "refusing to start" in res.stderr and "OPENAI_API_KEY" in res.stderr and "REDIS_URL" not in res.stderr
+
+
+AFDIAN = {"AFDIAN_USER_ID": "adf397fe8374811eaacee52540025c377", "AFDIAN_TOKEN": "Xq3kV9mZpT2wLr8sN4bYcD6fHj"}
+
+
+@pytest.mark.parametrize("changes,name", [({"AFDIAN_TOKEN": "changeme"}, "AFDIAN_TOKEN"),
+                                          ({"AFDIAN_TOKEN": None}, "AFDIAN_TOKEN"),
+                                          ({"AFDIAN_USER_ID": None}, "AFDIAN_USER_ID"),
+                                          ({"AFDIAN_USER_ID": "your-user-id"}, "AFDIAN_USER_ID")])
+def test_production_refuses_afdian_half_configured_or_with_a_placeholder(tmp_path, changes, name):
+    with pytest.raises(SettingsError, match=name):
+        load(tmp_path, **{**AFDIAN, **changes})
+
+
+def test_afdian_settings_load_and_the_token_stays_secret(tmp_path):
+    s = load(tmp_path, **AFDIAN, AFDIAN_PLANS="plan_a=30@19.9, plan_b=365", AFDIAN_LINK="https://afdian.com/a/me")
+    assert s.afdian_enabled and s.afdian_plans == (("plan_a", 30, 1990), ("plan_b", 365, None))
+    assert AFDIAN["AFDIAN_TOKEN"] not in repr(s)
+    shown = s.redacted()
+    assert shown["AFDIAN_TOKEN"] == "(set)" and shown["AFDIAN_PLANS"] == "plan_a=30@19.90,plan_b=365"
+    assert not load(tmp_path).afdian_enabled  # selling on afdian is optional
+
+
+@pytest.mark.parametrize("name,value", [("AFDIAN_PLANS", "plan_a"), ("AFDIAN_PLANS", "plan_a=0"),
+                                        ("AFDIAN_PLANS", "plan_a=30@0"), ("AFDIAN_PLANS", "plan_a=30@1.999"),
+                                        ("AFDIAN_PLANS", "plan_a=1,plan_a=2"), ("AFDIAN_PLANS", "plan_a=36501"),
+                                        ("AFDIAN_LINK", "afdian.com/a/me"), ("AFDIAN_API_BASE", "ftp://afdian.com"),
+                                        ("CHATGATE_COMMAND_BUY", "购买,帮助")])
+def test_malformed_afdian_settings_are_refused_naming_the_variable(tmp_path, name, value):
+    with pytest.raises(SettingsError, match=name):
+        load(tmp_path, need=(), **{name: value})

@@ -1,8 +1,10 @@
-"""The RQ queue: connecting to Redis and enqueueing the jobs of deliveries, with JSON-only arguments."""
+"""The RQ queue: connecting to Redis and enqueueing the jobs of deliveries (and the look-ups of afdian
+orders), with JSON-only arguments."""
 
 from __future__ import annotations
 
 import re
+import time
 
 import redis
 from rq import Queue, Retry, worker_registration
@@ -11,6 +13,9 @@ from rq.serializers import JSONSerializer
 from config import Settings
 
 ANSWER_JOB = "workers.answer.answer_job"
+ORDER_JOB = "workers.orders.check_order_job"
+ORDER_JOB_TIMEOUT_S = 60
+"""An order look-up is one HTTP call with a 10 s timeout, then one short transaction."""
 MAX_REDIS_CONNECTIONS = 1100
 """Per process: gunicorn's worker_connections (1000) held posts, and some to spare."""
 FAILED_TTL = 7 * 24 * 3600
@@ -54,6 +59,17 @@ def enqueue_answer(queue: Queue, settings: Settings, facts: dict, *, job_id: str
         )
         pipe.execute()
     return job
+
+
+def enqueue_order_check(queue: Queue, out_trade_no: str, *, claimed: dict | None = None,
+                        now: float | None = None):
+    """Queue the look-up of an afdian order (`workers/orders.py`), with `claimed`, the webhook body's
+    own account of it. Each look-up has its own job id: RQ runs a re-used id twice anyway, and
+    settling an order is idempotent."""
+    now = time.time() if now is None else now
+    job_id = f"afdian-{re.sub(r'[^A-Za-z0-9_-]', '_', out_trade_no)[:64]}-{int(now * 1000) % 10**12}"
+    return queue.enqueue(ORDER_JOB, {"out_trade_no": out_trade_no, "claimed": claimed or {}}, job_id=job_id,
+                         job_timeout=ORDER_JOB_TIMEOUT_S, result_ttl=3600, failure_ttl=FAILED_TTL)
 
 
 def live_workers(queue: Queue) -> int:

@@ -10,6 +10,8 @@ One pass looks at every delivery whose `due_at` has passed (see `bot/delivery.py
              an account that may push → a job pushes them again
   finished   a notice (apology, immediate reply) ready and pushable → a job pushes it
   pushing    a page claimed by a sender that died → ready again
+  orders     an afdian order still pending whose look-up is due (its job lost, afdian down) → looked up
+             again (`workers/orders.py`)
 
 It runs every CHATGATE_RECONCILE_INTERVAL seconds inside `chatgate worker` (one pass at a time across
 all workers, by a Redis key), and on demand as `chatgate reconcile`. It needs nothing from Redis but
@@ -30,6 +32,7 @@ from bot.delivery import ANSWERED, ANSWERING, PUSH_LEASE_S, QUEUED
 from config import metrics
 from workers.answer import Context, give_up
 from workers.deliver import log_fields
+from workers.orders import recheck_orders
 from workers.queue import enqueue_answer, first_job_id
 
 log = logging.getLogger("chatgate.reconcile")
@@ -52,6 +55,7 @@ def reconcile(ctx: Context, now: float | None = None) -> Counter:
         except Exception:  # one delivery that cannot be acted on must not hold up the others
             log.exception("delivery %s could not be reconciled", d["id"], extra=log_fields(d, "error"))
             counts["errors"] += 1
+    counts.update(recheck_orders(ctx, now))
     done = {k: v for k, v in counts.items() if v}
     if done:
         metrics.reconciled(done)

@@ -7,6 +7,7 @@ one function and turns a named error into a clear message and a non-zero exit. O
     run.py       up, worker, reconcile, feishu-connect (and finding the embedded Redis of `up`)
     users.py     users, user, grant, revoke, trial, grant-all
     codes.py     codes create / list / check / disable
+    orders.py    orders, orders bind / check (afdian)
     reports.py   stats, jobs failed / retry
     db.py        db migrate / backup
     config.py    config
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import click
 
-from bot.cli import ask, codes, config, db, reports, run, users
+from bot.cli import ask, codes, config, db, orders, reports, run, users
 from bot.cli.run import embedded_redis_dir, with_running_redis
 
 __all__ = ["embedded_redis_dir", "main", "with_running_redis"]
@@ -35,6 +36,6 @@ def main():
     """
 
 
-for _module in (run, config, db, ask, users, codes, reports):
+for _module in (run, config, db, ask, users, codes, orders, reports):
     for _command in _module.COMMANDS:
         main.add_command(_command)

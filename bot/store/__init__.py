@@ -5,7 +5,8 @@ the file. Schema changes are numbered migrations (`schema.py`, sqlite-utils' `Mi
 start-up under a file lock so that processes starting together do not race. `Store` is one object
 made of parts, one module each: `base` (connection, transactions, backup), `conversations`
 (admission, history), `deliveries` (a question's lifecycle after admission, see `bot/delivery.py`),
-`pages` (what the user reads, claimed once), `entitlements` (memberships, trial, codes) and `reports`.
+`pages` (what the user reads, claimed once), `entitlements` (memberships, trial, codes), `orders`
+(a payment platform's orders, granted once) and `reports`.
 
 Tables:
   users            one row per platform user: trial size and use, membership expiry
@@ -18,7 +19,9 @@ Tables:
   messages         the conversation turns that become LLM history (a `reset` command hides older ones)
   ledger           append-only: every change to a user's entitlement, with who, why and when
   codes            redemption codes, as sha256 hashes only: batch, days, used by whom and when
-  redeem_failures  wrong codes per user, for the rate limit
+  redeem_failures  wrong codes (and order numbers) per user, for the rate limit
+  orders           a payment platform's orders (afdian): pending, granted, unclaimed or refused, each
+                   granted at most once; users.bind_code names the user an order is for
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from bot.store.base import BUSY_TIMEOUT_S, DAY_S, StoreBase, check_writable
 from bot.store.conversations import Conversations
 from bot.store.deliveries import Deliveries
 from bot.store.entitlements import Entitlements
+from bot.store.orders import Orders
 from bot.store.pages import Pages
 from bot.store.reports import Reports
 from bot.store.schema import migrations
@@ -34,7 +38,7 @@ from bot.store.schema import migrations
 __all__ = ["BUSY_TIMEOUT_S", "DAY_S", "Store", "check_writable", "migrations"]
 
 
-class Store(Conversations, Deliveries, Pages, Entitlements, Reports, StoreBase):
+class Store(Conversations, Deliveries, Pages, Entitlements, Orders, Reports, StoreBase):
     """All reads and writes of chatgate's durable state.
 
     Open one per process after any fork (`Store(path)`); the web app opens one per thread. Writes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-TABLES = ("users", "deliveries", "pages", "messages", "ledger", "codes", "redeem_failures")
+TABLES = ("users", "deliveries", "pages", "messages", "ledger", "codes", "redeem_failures", "orders")
 
 
 class Reports:

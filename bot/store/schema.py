@@ -158,3 +158,42 @@ def _m0003(db: Database) -> None:
         for seq, text in enumerate(pages):
             db.execute("INSERT INTO pages (delivery_id, user_id, seq, kind, text, created_at) "
                        "VALUES (?, ?, ?, 'answer', ?, ?)", [delivery_id, user_id, seq, text, now])
+
+
+@migrations(name="0006_orders")
+def _m0006(db: Database) -> None:
+    """Orders of a payment platform (afdian), each granted at most once, and each user's bind code."""
+    for statement in (
+        # status: pending (to be looked up), granted (days added to user_id), unclaimed (paid, bound to
+        # nobody yet), refused (unknown, unpaid, another plan, too little paid: `reason` says).
+        # amount_cents and paid_at are the revenue: orders granted or unclaimed, by the day paid_at falls in.
+        """CREATE TABLE orders (
+            out_trade_no TEXT PRIMARY KEY,
+            provider TEXT NOT NULL DEFAULT 'afdian',
+            status TEXT NOT NULL DEFAULT 'pending'
+                CHECK (status IN ('pending', 'granted', 'unclaimed', 'refused')),
+            amount_cents INTEGER,
+            paid_at REAL,
+            plan_id TEXT,
+            days INTEGER,
+            buyer TEXT,
+            bind_code TEXT,
+            bound_by TEXT,
+            user_id INTEGER REFERENCES users(id),
+            claimed_by INTEGER REFERENCES users(id),
+            reason TEXT NOT NULL DEFAULT '',
+            raw TEXT,
+            checks INTEGER NOT NULL DEFAULT 0,
+            due_at REAL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )""",
+        "CREATE INDEX orders_status ON orders (status, created_at)",
+        "CREATE INDEX orders_paid ON orders (paid_at) WHERE paid_at IS NOT NULL",
+        "CREATE INDEX orders_due ON orders (due_at) WHERE due_at IS NOT NULL",
+        "CREATE INDEX orders_user ON orders (user_id) WHERE user_id IS NOT NULL",
+        # The code a buyer's order carries (custom_order_id or the remark) to name the user it is for.
+        "ALTER TABLE users ADD COLUMN bind_code TEXT",
+        "CREATE UNIQUE INDEX users_bind_code ON users (bind_code) WHERE bind_code IS NOT NULL",
+    ):
+        db.execute(statement)

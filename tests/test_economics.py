@@ -215,3 +215,32 @@ def test_reports_stay_quick_on_a_large_database(store, env, monkeypatch):
     assert sum(r["conversions"] for r in rows) == n_users // 5 and rows[-1]["members"] > 0
     assert Decimal(rows[-1]["revenue"]) > 0 and len(ranked) == 20
     assert by_days < 8 and by_user < 8, (by_days, by_user)
+
+
+def test_migration_0005_keeps_the_meaning_of_earlier_rows(tmp_path):
+    """A database from before usage and guardrails (rows as the earlier admission wrote them): its
+    refusals were all for a used-up trial, and a user whose trial is used up ran out when their last
+    trial answer was reserved."""
+    from sqlite_utils import Database
+
+    from bot.store import Store, migrations
+
+    path = tmp_path / "old.db"
+    old = Database(path)
+    migrations.apply(old, stop_before="0005_usage_cost_revenue")
+    old.execute("INSERT INTO users (id, platform, external_id, created_at, last_seen_at, trial_limit, trial_used) "
+                "VALUES (1, 'wechat', 'o-old', 1000, 1002, 2, 2), (2, 'wechat', 'o-new', 1000, 1000, 2, 1)")
+    old.execute("INSERT INTO deliveries (id, platform, message_key, user_id, kind, received_at, status, charge) "
+                "VALUES (1, 'wechat', 'k1', 1, 'text', 1000, 'delivered', 'trial'), "
+                "(2, 'wechat', 'k2', 1, 'text', 1001, 'delivered', 'trial'), "
+                "(3, 'wechat', 'k3', 1, 'text', 1002, 'refused', 'none')")
+    old.execute("INSERT INTO ledger (user_id, at, kind, answers, delivery_id, actor) VALUES "
+                "(1, 1000, 'trial_use', -1, 1, 'system'), (1, 1001, 'trial_use', -1, 2, 'system'), "
+                "(2, 1000, 'trial_use', -1, NULL, 'system')")
+    old.conn.commit()
+    old.close()
+
+    store = Store(path)
+    assert [store.user(i)["trial_exhausted_at"] for i in (1, 2)] == [1001.0, None]
+    assert [d["refusal"] for d in store.deliveries(1)] == [None, None, "trial_over"]
+    store.close()

@@ -166,3 +166,29 @@ def test_a_reminder_on_a_question_that_failed_is_carried_by_the_next_reply(post,
     post(text_xml("o-failing", "q", 80502))
     run_worker()
     assert "Reminder" in reply_of(post(text_xml("o-failing", "我的", 80503)))
+
+
+def test_on_feishu_a_flood_reply_and_a_reminder_go_out_as_replies(feishu_env, run_worker, fake_feishu, fake_llm,
+                                                                  store, monkeypatch):
+    from handlers.app import create_app
+    from tests import feishu_sim as fs
+
+    monkeypatch.setenv("CHATGATE_USER_RATE", "1/hour")
+    client = create_app().test_client()
+
+    def send(text: str):
+        body, headers = fs.signed(fs.message_event(text=text, sender="ou_limits"))
+        assert client.post("/feishu", data=body, headers=headers).status_code == 200
+
+    send("first")
+    send("second")
+    run_worker()
+    user = store.find_user("feishu", "ou_limits")
+    store.grant(user["id"], 1, actor="test")
+    send("我的")
+    run_worker()
+    replies = [text for _, text, _ in fake_feishu.replies]
+    assert len(fake_llm.calls) == 1 and store.find_user("feishu", "ou_limits")["trial_used"] == 1
+    assert "echo: first" in replies
+    assert any("too fast (at most 1/hour)" in text for text in replies)
+    assert any("feishu:ou_limits" in text and "Reminder: your membership ends" in text for text in replies)

@@ -2,7 +2,9 @@
 
 `decide()` runs admission in the store (one transaction) and says whether the question goes to the
 queue, and which text, if any, the platform should answer at once. In-chat commands are answered
-here, from the store, and never queued or charged. It knows nothing about HTTP.
+here, from the store, and never queued or charged; a question past a spend guardrail or a user's
+limit (`bot/guard.py`) is refused here too, uncharged. A reply may carry the member's expiry
+reminder (`bot/reminders.py`). It knows nothing about HTTP.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot import commands, texts
+from bot.guard import guard_for, refusal_text
 from bot.models import MEDIA, SUBSCRIBE, TEXT, Admission, IncomingMessage
-from bot.store import Store
+from bot.reminders import with_reminder
+from bot.store import DAY_S, Store
 from config import Settings
 
 
@@ -39,21 +43,44 @@ def decide(store: Store, msg: IncomingMessage, settings: Settings, *, fetch: boo
         return Decision(store.admit(msg, free_trial=settings.free_trial, charge=False, command="fetch",
                                     welcome_days=settings.welcome_days, recheck_s=settings.recheck_s))
     command = commands.parse(msg.text, settings) if msg.kind == TEXT else None
+    question = msg.kind == TEXT and command is None
     admission = store.admit(msg, free_trial=settings.free_trial, charge=msg.kind == TEXT,
                             command=command.name if command else None, welcome_days=settings.welcome_days,
-                            recheck_s=settings.recheck_s)
+                            recheck_s=settings.recheck_s, guard=guard_for(settings) if question else None,
+                            remind_s=settings.remind_days * DAY_S if _reminds(msg, command) else 0)
     if admission.outcome == "duplicate":
         return Decision(admission)
+    check_order = None
     if admission.outcome == "command":
-        reply = commands.run(store, command, admission, settings)
-        return Decision(admission, reply.text, reply.check_order)
+        answer = commands.run(store, command, admission, settings)
+        reply, check_order = answer.text, answer.check_order
+    else:
+        reply = _reply(msg, admission, settings)
+    if reply is None:
+        return Decision(admission)
+    return Decision(admission, with_reminder(reply, admission.remind_until, settings), check_order)
+
+
+REPLIED = (TEXT, MEDIA, SUBSCRIBE)
+"""Kinds of message that get a reply (or an answer): the ones that may carry an expiry reminder."""
+
+
+def _reminds(msg: IncomingMessage, command) -> bool:
+    """Whether this message's reply may carry the expiry reminder: one that gets a reply, and not a
+    redemption (its reply tells the new expiry)."""
+    return msg.kind in REPLIED and not (command and command.name == "redeem")
+
+
+def _reply(msg: IncomingMessage, admission: Admission, settings: Settings) -> str | None:
     if admission.outcome == "exhausted":
-        return Decision(admission, settings.text("trial_over_text"))
+        return settings.text("trial_over_text")
+    if admission.outcome in ("busy", "limited"):
+        return refusal_text(admission.reason, settings)
     if msg.kind == MEDIA:
-        return Decision(admission, texts.TEXT_ONLY)
+        return texts.TEXT_ONLY
     if msg.kind == SUBSCRIBE:
-        return Decision(admission, settings.text("welcome_text"))
-    return Decision(admission)
+        return settings.text("welcome_text")
+    return None
 
 
 def job_facts(msg: IncomingMessage, admission: Admission) -> dict:

@@ -49,6 +49,9 @@ class Admission:
       trial      one answer was reserved from the free trial; queue the question
       member     the user is a member; queue the question
       exhausted  trial used up and no membership; reply with the trial-over text
+      busy       refused for today's LLM spend (`reason` budget or hard_cap); not charged
+      limited    refused for the user's rate (`reason` flood) or a member's daily limit
+                 (`reason` member_daily); not charged
       command    an in-chat command (`me`, `reset`, `redeem`, `help`) or a fetch (`继续`); answered at
                  once, not charged
       recorded   not a question (event, media); recorded, nothing charged
@@ -62,6 +65,10 @@ class Admission:
     new_user: bool = False
     post: int = 1
     """Which delivery of the message this is (1 for the first; WeChat posts a message up to 3 times)."""
+    reason: str = ""
+    """Why a question was refused (`bot/guard.py`: trial_over, budget, hard_cap, flood, member_daily)."""
+    remind_until: float | None = None
+    """The expiry this delivery's reply reminds the member of (once per expiry), or None."""
 
     @property
     def queued(self) -> bool:

@@ -182,6 +182,9 @@ def value_problems(s: Settings) -> list[Problem]:
                         ("AFDIAN_LINK", s.afdian_link)):
         if value and urlsplit(value).scheme not in ("http", "https"):
             problems.append(Problem((name,), "must be an http(s) URL"))
+    if s.daily_budget is not None and s.daily_hard_cap is not None and s.daily_hard_cap < s.daily_budget:
+        problems.append(Problem(("CHATGATE_DAILY_HARD_CAP",), f"must be at least CHATGATE_DAILY_BUDGET "
+                                f"({s.daily_budget}): members are answered past the budget, up to the cap"))
     seen: dict[str, str] = {}
     for command, words in s.command_words.items():
         for word in words:

@@ -8,8 +8,14 @@ process counts on its own. The gauges read at scrape time (queue depth, live wor
 in `handlers/metrics.py`.
 
     chatgate_messages_total{platform,outcome}         messages admitted: trial, member, exhausted (the
-                                                      trial is used up: refused), command (incl. 继续),
-                                                      recorded (events, media)
+                                                      trial is used up: refused), busy and limited (refused
+                                                      by a guardrail), command (incl. 继续), recorded
+                                                      (events, media)
+    chatgate_refused_total{platform,reason}           questions refused, not charged, by reason: trial_over,
+                                                      budget, hard_cap, flood, member_daily (bot/guard.py)
+    chatgate_spend_limits_reached_total{limit}        the day's LLM cost reached the budget or hard_cap
+                                                      (once per day and limit; a WARNING line too)
+    chatgate_reminders_total{platform}                expiry reminders carried by a reply
     chatgate_redeliveries_total{platform}             a platform's re-post of a message already admitted
     chatgate_pages_sent_total{platform,path,kind}     pages that went out (kind answer or notice) by
                                                       path: passive_reply, fetch (继续), push (WeChat's
@@ -33,6 +39,10 @@ from prometheus_client import Counter, Gauge, Histogram
 
 MESSAGES = Counter("chatgate_messages", "Messages admitted, by platform and admission outcome.",
                    ["platform", "outcome"])
+REFUSED = Counter("chatgate_refused", "Questions refused without a charge, by reason.", ["platform", "reason"])
+SPEND_LIMITS = Counter("chatgate_spend_limits_reached", "Times the day's LLM cost reached a limit (budget, hard_cap).",
+                       ["limit"])
+REMINDERS = Counter("chatgate_reminders", "Expiry reminders carried by a reply.", ["platform"])
 REDELIVERIES = Counter("chatgate_redeliveries", "Platform re-posts of a message already admitted.", ["platform"])
 PAGES_SENT = Counter("chatgate_pages_sent", "Pages (answer or notice) that went out, by path.",
                      ["platform", "path", "kind"])
@@ -55,12 +65,17 @@ PUSH_PATHS = {"wechat": "push", "feishu": "feishu_reply"}
 """The path name of a pushed page, by platform."""
 
 
-def admitted(platform: str, outcome: str) -> None:
-    """One message through admission: a re-delivery, or a new message and its outcome."""
+def admitted(platform: str, outcome: str, reason: str = "", reminder: bool = False) -> None:
+    """One message through admission: a re-delivery, or a new message and its outcome (with the
+    reason of a refusal, and whether its reply carries an expiry reminder)."""
     if outcome == "duplicate":
         REDELIVERIES.labels(platform).inc()
-    else:
-        MESSAGES.labels(platform, outcome).inc()
+        return
+    MESSAGES.labels(platform, outcome).inc()
+    if reason:
+        REFUSED.labels(platform, reason).inc()
+    if reminder:
+        REMINDERS.labels(platform).inc()
 
 
 def pages_sent(platform: str, path: str, pages: list[dict]) -> None:

@@ -12,9 +12,30 @@ from __future__ import annotations
 import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from config.afdian import BUY_TEXT, parse_plans, plans_text
+from config.values import (  # the parsers of the values
+    MAX_FREE_TRIAL,
+    MAX_WELCOME_DAYS,
+    RATE_UNITS,
+    _at_most,
+    _currency,
+    _delays,
+    _log_format,
+    _money,
+    _positive_int,
+    _prices,
+    _rates,
+    _reply_mode,
+    _reply_wait,
+    _seconds,
+    _text,
+    _timezone,
+    _whole_seconds,
+    _words,
+)
 
 PRODUCTION = "production"
 DEVELOPMENT = "development"
@@ -36,113 +57,12 @@ class Var:
     secret: bool = False
 
 
-def _bool(raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError("expected true or false")
-
-
-def _positive_int(raw: str) -> int:
-    value = int(raw)
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
-
-
-def _at_most(limit: int) -> Callable[[str], int]:
-    """A whole number from 0 to `limit` (the bounds of `bot/limits.py`: nothing can be stored that
-    the store or the calendar cannot hold)."""
-    def parse(raw: str) -> int:
-        value = _positive_int(raw)
-        if value > limit:
-            raise ValueError(f"must be at most {limit}")
-        return value
-    return parse
-
-
-MAX_WELCOME_DAYS = 36_500
-"""`bot.limits.MAX_DAYS`: the most days of membership one grant gives."""
-MAX_FREE_TRIAL = 1_000_000
-"""`bot.limits.MAX_TRIAL_ADD`: the most free answers one trial addition gives."""
-
-
-def _whole_seconds(raw: str) -> int:
-    value = int(raw)
-    if value < 1:
-        raise ValueError("must be a whole number of seconds, at least 1")
-    return value
-
-
-def _seconds(raw: str) -> float:
-    value = float(raw)
-    if value <= 0:
-        raise ValueError("must be a positive number of seconds")
-    return value
-
-
-def _delays(raw: str) -> tuple[int, ...]:
-    """Comma-separated retry delays in seconds, e.g. `10,30,60`; empty means no retry."""
-    parts = [p.strip() for p in raw.split(",") if p.strip()]
-    values = tuple(int(p) for p in parts)
-    if any(v < 0 for v in values):
-        raise ValueError("delays must not be negative")
-    return values
-
-
 def _env(raw: str) -> str:
     value = raw.strip().lower()
     if value not in (PRODUCTION, DEVELOPMENT):
         raise ValueError(f"expected {PRODUCTION} or {DEVELOPMENT}")
     return value
 
-
-def _timezone(raw: str) -> str:
-    """An IANA time zone name such as `Asia/Shanghai` or `UTC`."""
-    name = raw.strip()
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Asia/Shanghai or UTC)") from None
-    return name
-
-
-def _words(raw: str) -> tuple[str, ...]:
-    """Comma-separated command words, e.g. `我的,me`; each a single word (no spaces)."""
-    words = tuple(w.strip() for w in raw.split(",") if w.strip())
-    if not words:
-        raise ValueError("expected at least one word")
-    if any(len(w.split()) > 1 for w in words):
-        raise ValueError("a command word must not contain spaces")
-    return words
-
-
-def _reply_mode(raw: str) -> str:
-    value = raw.strip().lower()
-    if value not in ("push", "passive", "auto"):
-        raise ValueError("expected push, passive or auto")
-    return value
-
-
-def _reply_wait(raw: str) -> float:
-    value = float(raw)
-    if not 0 <= value <= 4.8:
-        raise ValueError("must be between 0 and 4.8 seconds (WeChat gives up at 5)")
-    return value
-
-
-def _log_format(raw: str) -> str:
-    value = raw.strip().lower()
-    if value not in ("text", "json"):
-        raise ValueError("expected text or json")
-    return value
-
-
-def _text(raw: str) -> str:
-    # `.env` files cannot hold a literal newline easily; allow "\n" in texts.
-    return raw.replace("\\n", "\n")
 
 
 VARIABLES: tuple[Var, ...] = (
@@ -186,6 +106,44 @@ VARIABLES: tuple[Var, ...] = (
         "Reply when the trial is used up and the user is not a member; put your purchase link here."),
     Var("CHATGATE_WELCOME_DAYS", "welcome_days", _at_most(MAX_WELCOME_DAYS), 0,
         "Days of membership a new user gets at first contact (on top of the trial); 0 for none, at most 36500."),
+    Var("CHATGATE_PRICES", "prices", _prices, (),
+        "LLM prices per million tokens, input/output, in `CHATGATE_CURRENCY`, per model: "
+        "`deepseek-chat=2/8,gpt-4o-mini=1.1/4.4`; `*` prices every model not listed. Costs are worked "
+        "out from the stored tokens when asked, so a change applies to past answers too; an unpriced "
+        "model costs 0 (and `chatgate stats` names it)."),
+    Var("CHATGATE_CURRENCY", "currency", _currency, "CNY",
+        "Currency of prices, code prices, budgets and the figures of `chatgate stats`."),
+    Var("CHATGATE_DAILY_BUDGET", "daily_budget", _money, None,
+        "Daily LLM budget in `CHATGATE_CURRENCY` (today in `CHATGATE_TIMEZONE`; unset: none). Once "
+        "today's cost reaches it, questions of users on the free trial get `CHATGATE_BUSY_TEXT`, not "
+        "charged; members are still answered."),
+    Var("CHATGATE_DAILY_HARD_CAP", "daily_hard_cap", _money, None,
+        "Daily LLM cost past which nobody is answered, members neither (unset: none); at least the budget."),
+    Var("CHATGATE_BUSY_TEXT", "busy_text", _text,
+        "今天提问的人太多了，请明天再来（本条未计次数）。\nWe are too busy today; please come back tomorrow. "
+        "This message was not counted.",
+        "Reply to a question refused for the daily budget or hard cap."),
+    Var("CHATGATE_USER_RATE", "user_rate", _rates, (),
+        "Questions one user may ask, e.g. `6/minute` or `6/minute,30/hour` (unset: no limit). Past it a "
+        "question gets `CHATGATE_RATE_TEXT`, not charged; commands and `继续` are never limited."),
+    Var("CHATGATE_RATE_TEXT", "rate_text", _text,
+        "提问太快了，请稍等片刻再问（本条未计次数）。\nYou are asking too fast (at most {rate}); please wait a "
+        "moment. This message was not counted.",
+        "Reply to a question past `CHATGATE_USER_RATE`; `{rate}` is replaced by the limit."),
+    Var("CHATGATE_MEMBER_DAILY_LIMIT", "member_daily_limit", _positive_int, 0,
+        "Questions a member may ask per day (0: no limit); past it `CHATGATE_MEMBER_LIMIT_TEXT`."),
+    Var("CHATGATE_MEMBER_LIMIT_TEXT", "member_limit_text", _text,
+        "今天的提问次数已达上限（{limit} 次），请明天再来。\nYou have asked {limit} questions today, the daily "
+        "limit; please come back tomorrow.",
+        "Reply to a member's question past `CHATGATE_MEMBER_DAILY_LIMIT`; `{limit}` is replaced by it."),
+    Var("CHATGATE_REMIND_DAYS", "remind_days", _at_most(MAX_WELCOME_DAYS), 3,
+        "Days before a membership ends when the user's next reply carries `CHATGATE_REMIND_TEXT`, once "
+        "per expiry (an extension re-arms it); 0: never."),
+    Var("CHATGATE_REMIND_TEXT", "remind_text", _text,
+        "提醒：你的会员将于 {until} 到期（还剩 {days} 天），续费请发送“{renew}”。\nReminder: your membership "
+        "ends on {until} ({days} days left); send {renew} to renew.",
+        "The expiry reminder; `{until}` is the expiry, `{days}` the days left, `{renew}` the words of the "
+        "renew command (the redeem words)."),
     Var("CHATGATE_TIMEZONE", "timezone", _timezone, "Asia/Shanghai",
         "Time zone of the dates users and the operator see (membership expiry, `chatgate stats` days)."),
     Var("CHATGATE_COMMAND_ME", "command_me", _words, ("我的", "me"),
@@ -317,6 +275,17 @@ class Settings:
     welcome_text: str = ""
     trial_over_text: str = ""
     welcome_days: int = 0
+    prices: tuple[tuple[str, Decimal, Decimal], ...] = ()
+    currency: str = "CNY"
+    daily_budget: Decimal | None = None
+    daily_hard_cap: Decimal | None = None
+    busy_text: str = ""
+    user_rate: tuple[tuple[int, int], ...] = ()
+    rate_text: str = ""
+    member_daily_limit: int = 0
+    member_limit_text: str = ""
+    remind_days: int = 3
+    remind_text: str = ""
     timezone: str = "Asia/Shanghai"
     command_me: tuple[str, ...] = ("我的", "me")
     command_reset: tuple[str, ...] = ("重置", "reset")
@@ -427,10 +396,22 @@ class Settings:
             value = getattr(self, var.attr)
             if var.secret:
                 out[var.name] = "(set)" if value else "(unset)"
-            elif var.name == "AFDIAN_PLANS":
-                out[var.name] = plans_text(value)
-            elif isinstance(value, tuple):
-                out[var.name] = ",".join(str(v) for v in value)
-            else:  # a text's line breaks as `.env` writes them, so each setting stays one line
-                out[var.name] = str(value).replace("\n", "\\n")
+            else:
+                out[var.name] = _shown(var.name, value)
         return out
+
+
+def _shown(name: str, value) -> str:
+    """A setting's value as it would be written in `.env`."""
+    if value is None:
+        return ""
+    if name == "AFDIAN_PLANS":
+        return plans_text(value)
+    if name == "CHATGATE_PRICES":
+        return ",".join(f"{model}={p_in}/{p_out}" for model, p_in, p_out in value)
+    if name == "CHATGATE_USER_RATE":
+        units = {seconds: unit for unit, seconds in RATE_UNITS.items()}
+        return ",".join(f"{count}/{units[seconds]}" for count, seconds in value)
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return str(value).replace("\n", "\\n")  # a text's line break as `.env` writes it: one line per setting

@@ -102,11 +102,13 @@ class Runtime:
             self.enqueue(msg, a)
         if decision.check_order:
             self.check_order(decision.check_order, a.user_id)
-        metrics.admitted(msg.platform, a.outcome)
+        metrics.admitted(msg.platform, a.outcome, a.reason, a.remind_until is not None)
         log.info("%s msg=%s user=u%s kind=%s outcome=%s trial_left=%s%s", msg.platform, msg.message_key,
-                 a.user_id, msg.kind, a.outcome, a.trial_left, f" post={a.post}" if a.post > 1 else "",
+                 a.user_id, msg.kind, a.outcome + (f" reason={a.reason}" if a.reason else ""), a.trial_left,
+                 f" post={a.post}" if a.post > 1 else "",
                  extra={"platform": msg.platform, "message_key": msg.message_key, "delivery_id": a.delivery_id,
                         "user_id": a.user_id, "kind": msg.kind, "outcome": a.outcome, "trial_left": a.trial_left,
+                        **({"reason": a.reason} if a.reason else {}),
                         "post": a.post, "admit_ms": round((time.monotonic() - started) * 1000, 1)})
         return decision
 

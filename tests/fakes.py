@@ -350,6 +350,9 @@ class FakeLLM(RecordingServer):
         self._fail_status, self._fail_times = 500, 0
         self._delay = 0.0
         self._flaky: tuple[float, float, random.Random] | None = None
+        self.usage = "asked"
+        """When streams carry usage: `asked` (when the request's `stream_options.include_usage` asks),
+        `never` (an endpoint that sends none), `refuse` (one that answers 400 to `stream_options`)."""
 
     @property
     def url(self) -> str:
@@ -360,6 +363,7 @@ class FakeLLM(RecordingServer):
         self.answer_fn, self.chunk_delay = _default_answer, 0.0
         self._fail_status, self._fail_times, self._delay = 500, 0, 0.0
         self._flaky = None
+        self.usage = "asked"
 
     def flaky(self, rate: float, stall: float, seed: int = 0):
         """Make a random `rate` of calls fail: half with HTTP 500, half by stalling `stall` seconds
@@ -420,13 +424,15 @@ class FakeLLM(RecordingServer):
             return _error(self._fail_status, f"scripted failure ({self._fail_status})")
         if not isinstance(body.get("messages"), list):
             return _error(400, "'messages' is a required property")
+        if self.usage == "refuse" and "stream_options" in body:
+            return _error(400, "Unrecognized request argument supplied: stream_options")
         answer = self.answer_fn(body["messages"])
         cid, created, model = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time()), body.get("model", self.model)
         usage = {"prompt_tokens": sum(len(str(m.get("content", ""))) for m in body["messages"]),
                  "completion_tokens": len(answer)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         if body.get("stream"):
-            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            include_usage = self.usage == "asked" and bool((body.get("stream_options") or {}).get("include_usage"))
             return Response(200, self._sse(answer, cid, created, model, usage if include_usage else None),
                             {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"})
         return Response(200, {

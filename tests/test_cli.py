@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from bot.cli import main
 from bot.models import TEXT, IncomingMessage
-from bot.stats import day_windows
+from bot.stats import COLUMNS, FUNNEL, day_windows
 from tests.wechat_sim import text_xml
 
 DAY = 86400
@@ -296,15 +296,20 @@ def test_stats_counts_each_day(post, run_worker, fake_llm, store, env):
     ok("grant", "wechat:o-fail", "--days", 3)
     ok("revoke", "wechat:o-fail")
 
-    rows = json.loads(ok("stats", "--days", 4, "--json").output)
+    rows = json.loads(ok("stats", "--days", 4, "--json").stdout)
     assert [r["day"] for r in rows] == [w[0] for w in windows]
     by_day = {r["day"]: r for r in rows}
     assert {k: by_day[windows[0][0]][k] for k in ("new_users", "members")} == {"new_users": 1, "members": 1}
     assert by_day[windows[1][0]]["members"] == 1  # the first one's day ran out, the second's runs on
-    assert by_day[windows[2][0]] == {"day": windows[2][0], "new_users": 0, "active_users": 0, "answered": 0,
-                                     "refused": 0, "failed": 0, "redeemed": 0, "members": 1}
-    assert by_day[today] == {"day": today, "new_users": 3, "active_users": 3, "answered": 2, "refused": 1,
-                             "failed": 1, "redeemed": 1, "members": 2}
+    def figures(day):
+        return {k: by_day[day][k] for k in ("day", *COLUMNS, *FUNNEL)}
+    assert figures(windows[2][0]) == {"day": windows[2][0], "new_users": 0, "active_users": 0, "answered": 0,
+                                      "refused": 0, "failed": 0, "redeemed": 0, "members": 1, "trial_exhausted": 0,
+                                      "conversions": 0}
+    # the code and the grant after the trial started are conversions (a grant the moment a user
+    # arrived, like the first two, is not)
+    assert figures(today) == {"day": today, "new_users": 3, "active_users": 3, "answered": 2, "refused": 1,
+                              "failed": 1, "redeemed": 1, "members": 2, "trial_exhausted": 0, "conversions": 2}
     table = ok("stats", "--days", 2).output
     assert today in table and "answered" in table
 

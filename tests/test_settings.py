@@ -65,7 +65,11 @@ def test_a_remote_redis_needs_a_password(tmp_path):
 @pytest.mark.parametrize("name,value", [("WECHAT_AES_KEY", "tooshort"), ("CHATGATE_FREE_TRIAL", "-1"),
                                         ("CHATGATE_FREE_TRIAL", "ten"), ("CHATGATE_ENV", "staging"),
                                         ("CHATGATE_RETRY_DELAYS", "10,soon"), ("REDIS_URL", "http://x"),
-                                        ("CHATGATE_LOG_FORMAT", "yaml")])
+                                        ("CHATGATE_LOG_FORMAT", "yaml"), ("CHATGATE_PRICES", "gpt=1"),
+                                        ("CHATGATE_PRICES", "gpt=1/-2"), ("CHATGATE_PRICES", "gpt=1/2,gpt=3/4"),
+                                        ("CHATGATE_DAILY_BUDGET", "1e3"), ("CHATGATE_DAILY_BUDGET", "-5"),
+                                        ("CHATGATE_USER_RATE", "6/week"), ("CHATGATE_USER_RATE", "0/minute"),
+                                        ("CHATGATE_CURRENCY", "US dollars"), ("CHATGATE_MEMBER_DAILY_LIMIT", "-1")])
 def test_bad_values_name_the_variable(tmp_path, name, value):
     with pytest.raises(SettingsError, match=name):
         load(tmp_path, **{name: value})
@@ -244,3 +248,18 @@ def test_afdian_settings_load_and_the_token_stays_secret(tmp_path):
 def test_malformed_afdian_settings_are_refused_naming_the_variable(tmp_path, name, value):
     with pytest.raises(SettingsError, match=name):
         load(tmp_path, need=(), **{name: value})
+
+
+def test_economics_settings_are_parsed_exactly_and_shown_as_written(tmp_path):
+    from decimal import Decimal
+
+    s = load(tmp_path, CHATGATE_PRICES="deepseek-chat=2/8, *=0.5/1.25", CHATGATE_DAILY_BUDGET="50",
+             CHATGATE_DAILY_HARD_CAP="80.5", CHATGATE_USER_RATE="6/min,30/hours")
+    assert s.prices == (("deepseek-chat", Decimal(2), Decimal(8)), ("*", Decimal("0.5"), Decimal("1.25")))
+    assert (s.daily_budget, s.daily_hard_cap, s.user_rate) == (Decimal(50), Decimal("80.5"), ((6, 60), (30, 3600)))
+    shown = s.redacted()
+    assert (shown["CHATGATE_PRICES"], shown["CHATGATE_USER_RATE"]) == ("deepseek-chat=2/8,*=0.5/1.25",
+                                                                         "6/minute,30/hour")
+    assert load(tmp_path).daily_budget is None and load(tmp_path).redacted()["CHATGATE_DAILY_BUDGET"] == ""
+    with pytest.raises(SettingsError, match="CHATGATE_DAILY_HARD_CAP: must be at least CHATGATE_DAILY_BUDGET"):
+        load(tmp_path, CHATGATE_DAILY_BUDGET="50", CHATGATE_DAILY_HARD_CAP="10")

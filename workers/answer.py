@@ -18,12 +18,15 @@ from rq import get_current_job
 from bot import texts
 from bot.delivery import IN_FLIGHT
 from bot.errors import DeliveryGone, PermanentFailure, TransientFailure
+from bot.reminders import with_reminder
+from bot.stats import day_of
 from bot.store import Store
 from config import Settings, load_settings, metrics
 from handlers.outbound import sender_for
 from workers.deliver import RETRY, log_fields, push_pages
 from workers.llm import llm_for
 from workers.queue import answer_queue, connect
+from workers.spend import note_spend, usage_of
 from workers.wakeups import Wakeups
 
 log = logging.getLogger("chatgate.worker")
@@ -93,20 +96,26 @@ def answer(ctx: Context, d: dict) -> str:
     try:
         history = ctx.store.history(d["user_id"], d["chat"], turns=settings.history_turns,
                                     max_chars=settings.history_chars)
-        text = ctx.llm.complete(build_messages(settings, history, d["question"]))
+        messages = build_messages(settings, history, d["question"])
+        text = ctx.llm.complete(messages)
     except Exception as exc:
         settle_failed_try(ctx, d["id"], attempt, exc)
         raise
     sender = ctx.sender(d["platform"])
-    if not ctx.store.record_answer(d["id"], attempt, text, sender.paginate(text), keep_s=sender.keep_s,
-                                    recheck_s=settings.recheck_s):
+    usage = usage_of(ctx.llm, messages, text)
+    pages = sender.paginate(with_reminder(text, d["remind_until"], settings))
+    day = ctx.store.record_answer(d["id"], attempt, text, pages, keep_s=sender.keep_s, recheck_s=settings.recheck_s,
+                                  usage=usage, day=day_of(time.time(), settings.tz)[0])
+    if day is None:
         log.warning("delivery %s: try %s lost the question to another try; its answer is dropped", d["id"], attempt,
                     extra=log_fields(d, "stale", attempt=attempt))
         return "stale"
     ctx.wakeups.notify(d["id"])
     log.info("delivery %s answered by %s (%d chars, try %s)", d["id"], ctx.llm.model, len(text), attempt,
              extra=log_fields(d, "answered", model=ctx.llm.model, chars=len(text), attempt=attempt,
-                              **ctx.llm.timing.ms()))
+                              prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                              tokens_estimated=usage.estimated, **ctx.llm.timing.ms()))
+    note_spend(settings, day, log_fields(d, "answered"))
     return "answered"
 
 

@@ -25,10 +25,13 @@ from config import Settings, metrics
 
 @dataclass
 class Timing:
-    """How long the last answer took, in seconds (None: no token came)."""
+    """How long the last answer took, in seconds (None: no token came), and the tokens the endpoint
+    reported for it (None: it reported none; the worker then estimates them, `bot/usage.py`)."""
 
     first_token_s: float | None = None
     total_s: float = 0.0
+    reported: tuple[int, int] | None = None
+    """(prompt, completion) tokens, as the endpoint's usage chunk said."""
 
     def ms(self) -> dict:
         """The timings in milliseconds, as log fields."""
@@ -100,6 +103,7 @@ class LLM:
         if usage is not None:
             metrics.LLM_TOKENS.labels("prompt").inc(usage.prompt_tokens or 0)
             metrics.LLM_TOKENS.labels("completion").inc(usage.completion_tokens or 0)
+            self.timing.reported = (usage.prompt_tokens or 0, usage.completion_tokens or 0)
         answer = "".join(parts).strip()
         if not answer:
             raise TransientFailure("LLM returned an empty answer")

@@ -11,6 +11,7 @@ import click
 from bot import codes as codes_mod
 from bot.cli.common import AS_JSON, DAYS, NOTE, actor, echo_json, store_context, table, when
 from bot.limits import MAX_CODES
+from bot.prices import from_cents, to_cents
 
 
 @click.group()
@@ -25,14 +26,21 @@ def codes():
 @click.option("--batch", default=None, help="Batch name (letters, digits, _ . -); default: the date and time.")
 @click.option("--csv", "csv_file", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Also write the codes to this CSV file (created owner-only; refuses an existing file).")
+@click.option("--price", default=None, metavar="AMOUNT",
+              help="What each code sells for, in CHATGATE_CURRENCY (e.g. 19.9): revenue in `chatgate stats` "
+                   "on the day it is redeemed.")
 @NOTE
 @AS_JSON
-def codes_create(days, count, batch, csv_file, note, as_json):
+def codes_create(days, count, batch, csv_file, price, note, as_json):
     """Make a batch of single-use codes and print them, one per line.
 
     They are shown only now: the database keeps their hashes. Redirect them to a file
     (`> codes.txt`); the summary goes to stderr.
     """
+    try:
+        price_cents = None if price is None else to_cents(price)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--price") from None
     batch = batch or datetime.now().strftime("%Y%m%d-%H%M%S")
     try:
         codes_mod.check_batch(batch)
@@ -45,32 +53,37 @@ def codes_create(days, count, batch, csv_file, note, as_json):
             fd = os.open(csv_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             raise click.BadParameter(f"{csv_file} exists", param_hint="--csv") from None
-    with store_context() as (_settings, store):
-        store.create_codes([codes_mod.code_hash(c) for c in made], batch=batch, days=days, actor=actor(), note=note)
+    price_text = "" if price_cents is None else str(from_cents(price_cents))
+    with store_context() as (settings, store):
+        store.create_codes([codes_mod.code_hash(c) for c in made], batch=batch, days=days, actor=actor(), note=note,
+                           price_cents=price_cents)
     if fd is not None:
         with os.fdopen(fd, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["code", "days", "batch"])
-            writer.writerows([c, days, batch] for c in made)
+            writer.writerow(["code", "days", "batch", "price"])
+            writer.writerows([c, days, batch, price_text] for c in made)
     if as_json:
-        echo_json({"batch": batch, "days": days, "codes": made})
+        echo_json({"batch": batch, "days": days, "price": price_text or None, "codes": made})
     else:
         click.echo("\n".join(made))
-    click.echo(f"batch {batch}: {count} code(s) of {days} days; they are not shown again", err=True)
+    priced = f" at {price_text} {settings.currency} each" if price_text else ""
+    click.echo(f"batch {batch}: {count} code(s) of {days} days{priced}; they are not shown again", err=True)
 
 
 @codes.command("list")
 @AS_JSON
 def codes_list(as_json):
-    """List the batches of codes: days, when made, how many used, disabled and left."""
+    """List the batches of codes: days, price, when made, how many used, disabled and left."""
     with store_context() as (settings, store):
         batches = store.code_batches()
     if as_json:
         echo_json(batches)
         return
-    table(None, ["batch", "days", "created", "by", "codes", "used", "disabled", "left", "note"],
-          [[b["batch"], b["days"], when(settings, b["created_at"]), b["created_by"], b["codes"], b["used"],
-            b["disabled"], b["available"], b["note"]] for b in batches])
+    table(None, ["batch", "days", f"price ({settings.currency})", "created", "by", "codes", "used", "disabled", "left",
+                 "note"],
+          [[b["batch"], b["days"], "" if b["price_cents"] is None else from_cents(b["price_cents"]),
+            when(settings, b["created_at"]), b["created_by"], b["codes"], b["used"], b["disabled"], b["available"],
+            b["note"]] for b in batches])
 
 
 @codes.command("check")

@@ -14,6 +14,7 @@ import getpass
 import json
 import os
 import sys
+import threading
 from collections.abc import Iterable
 from contextlib import contextmanager
 
@@ -103,3 +104,31 @@ def table(title: str | None, columns: list[str], rows: list[list]) -> None:
 def when(settings: Settings, ts: float | None) -> str:
     """A moment in CHATGATE_TIMEZONE, to the minute ('' for None; the calendar's edge beyond it)."""
     return members.local_time(ts, settings.tz)
+
+
+@contextmanager
+def slow(label: str, after_s: float = 1.0):
+    """A spinner on stderr, on a terminal only, once the work inside has taken `after_s` seconds
+    (a quick report shows none; piped output never does)."""
+    err = Console(stderr=True)
+    if not err.is_terminal:
+        yield
+        return
+    status = err.status(label)
+    lock, done = threading.Lock(), threading.Event()
+
+    def start():
+        with lock:
+            if not done.is_set():
+                status.start()
+
+    timer = threading.Timer(after_s, start)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        with lock:
+            done.set()
+            timer.cancel()
+            status.stop()

@@ -10,30 +10,75 @@ from contextlib import contextmanager
 
 import click
 
-from bot.cli.common import AS_JSON, echo_json, store_context, table, when
+from bot.cli.common import AS_JSON, echo_json, slow, store_context, table, when
 from bot.cli.run import redis_settings
 
 
 @click.command()
 @click.option("--days", default=7, show_default=True, type=click.IntRange(1, 3660), help="How many days back.")
+@click.option("--by", type=click.Choice(["day", "user"]), default="day", show_default=True,
+              help="day: the figures of each day; user: the users whose answers cost most over the days.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(0, 1_000_000),
+              help="With --by user: how many users; 0 for all.")
 @AS_JSON
-def stats(days, as_json):
-    """Figures per day (in CHATGATE_TIMEZONE), today last.
+def stats(days, by, limit, as_json):
+    """Figures per day (in CHATGATE_TIMEZONE), today last; or, with --by user, the costliest users.
 
-    new: users first seen; active: users who wrote; answered: questions delivered; refused: questions
-    refused for a used-up trial; failed: questions given up on (refunded); redeemed: codes used;
-    members: memberships active at the end of the day (today: now). Question figures count by the
-    day the question came in.
+    Per day, people and questions: new: users first seen; active: users who wrote; trial out: users
+    whose last free answer was used; converted: users who became members after their trial (a grant,
+    a code or an order; not welcome days); members: memberships active at the end of the day (today:
+    now); answered: questions delivered; refused: questions refused for a used-up trial; busy:
+    refused for the daily budget or hard cap; limited: refused for a user's rate or a member's daily
+    limit; failed: questions given up on (refunded); redeemed: codes used. Question figures count by
+    the day the question came in.
+
+    Per day, money (in CHATGATE_CURRENCY): the tokens of the answers produced that day (est.: the
+    share estimated because the endpoint reported none), their LLM cost at today's CHATGATE_PRICES,
+    revenue (priced codes redeemed, orders paid), margin (revenue minus cost), and cost per active user.
     """
-    from bot.stats import COLUMNS, daily
+    from bot.stats import costliest, daily, unpriced
 
-    with store_context() as (settings, store):
-        rows = daily(store, days, settings.tz)
+    with store_context() as (settings, store), slow("working out the figures…"):
+        if by == "user":
+            rows = costliest(store, days, settings.tz, settings.prices, limit)
+        else:
+            rows = daily(store, days, settings.tz, settings.prices)
+    missing = unpriced(rows, settings.prices)
+    if missing:
+        click.echo(f"no price in CHATGATE_PRICES for {', '.join(repr(m) for m in missing)}: counted as costing 0",
+                   err=True)
     if as_json:
         echo_json(rows)
+    elif by == "user":
+        _users_table(settings, rows, days)
+    else:
+        _days_tables(settings, rows)
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.0f}%" if whole else ""
+
+
+def _days_tables(settings, rows: list[dict]) -> None:
+    table("people and questions", ["day", "new", "active", "trial out", "converted", "members", "answered",
+                                   "refused", "busy", "limited", "failed", "redeemed"],
+          [[r["day"], r["new_users"], r["active_users"], r["trial_exhausted"], r["conversions"], r["members"],
+            r["answered"], r["refused"], r["refused_budget"] + r["refused_hard_cap"],
+            r["refused_flood"] + r["refused_member_daily"], r["failed"], r["redeemed"]] for r in rows])
+    table(f"money ({settings.currency})", ["day", "tokens in", "tokens out", "est.", "LLM cost", "revenue", "margin",
+                                          "cost/active"],
+          [[r["day"], r["tokens_in"], r["tokens_out"], _share(r["tokens_estimated"], r["tokens_in"] + r["tokens_out"]),
+            r["llm_cost"], r["revenue"], r["margin"], r["cost_per_active_user"]] for r in rows])
+
+
+def _users_table(settings, rows: list[dict], days: int) -> None:
+    if not rows:
+        click.echo(f"no answers in the last {days} day(s)")
         return
-    table(None, ["day", "new", "active", "answered", "refused", "failed", "redeemed", "members"],
-          [[r["day"], *(r[c] for c in COLUMNS)] for r in rows])
+    table(f"costliest users, last {days} day(s) ({settings.currency})",
+          ["user", "member", "answers", "tokens in", "tokens out", "est.", "cost"],
+          [[r["ref"], "yes" if r["member"] else "no", r["answers"], r["tokens_in"], r["tokens_out"],
+            _share(r["tokens_estimated"], r["tokens_in"] + r["tokens_out"]), r["cost"]] for r in rows])
 
 
 # -- failed jobs -----------------------------------------------------------------------------------

@@ -51,15 +51,20 @@ def list_users(members_only, platform, search, sort, limit, as_json):
 @click.argument("ref")
 @AS_JSON
 def show_user(ref, as_json):
-    """Show one user and their ledger: every change to what they may ask, with who, why and when.
+    """Show one user, what their answers used and cost, and their ledger: every change to what they
+    may ask, with who, why and when.
 
     REF is wechat:<openid>, feishu:<open_id> or the numeric id (u42 as the logs write it works too).
+    Cost is at today's CHATGATE_PRICES, in CHATGATE_CURRENCY.
     """
+    from bot.stats import user_costs
+
     with store_context() as (settings, store):
         user = members.resolve(store, ref)
         ledger = store.ledger(user["id"])
+        usage = user_costs(store, user["id"], settings.prices)
     if as_json:
-        echo_json({"user": _user_json(user), "ledger": ledger})
+        echo_json({"user": _user_json(user), "usage": {**usage, "currency": settings.currency}, "ledger": ledger})
         return
     click.echo(f"user          {members.ref(user)} (id {user['id']})")
     click.echo(f"free answers  {members.trial_left(user)} left ({user['trial_used']} of {user['trial_limit']} used)")
@@ -67,6 +72,10 @@ def show_user(ref, as_json):
     click.echo(f"since         {when(settings, user['created_at'])}, last seen "
                f"{when(settings, user['last_seen_at'])}"
                + (f", unsubscribed {when(settings, user['unsubscribed_at'])}" if user["unsubscribed_at"] else ""))
+    tokens = usage["tokens_in"] + usage["tokens_out"]
+    estimated = f", {100 * usage['tokens_estimated'] / tokens:.0f}% estimated" if usage["tokens_estimated"] else ""
+    click.echo(f"answers       {usage['answers']}: {usage['tokens_in']} tokens in, {usage['tokens_out']} out"
+               f"{estimated}; cost {usage['cost']} {settings.currency}")
     table(f"ledger ({settings.timezone})", ["at", "kind", "answers", "days", "member until", "by", "note"],
           [[members.local_time(r["at"], settings.tz, seconds=True), r["kind"], f"{r['answers']:+d}" if r["answers"]
             else "", f"+{r['days']}" if r["days"] else "", when(settings, r["member_until"]), r["actor"],

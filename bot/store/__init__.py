@@ -18,10 +18,12 @@ Tables:
                    apologies), each sent once, by passive reply or push
   messages         the conversation turns that become LLM history (a `reset` command hides older ones)
   ledger           append-only: every change to a user's entitlement, with who, why and when
-  codes            redemption codes, as sha256 hashes only: batch, days, used by whom and when
+  codes            redemption codes, as sha256 hashes only: batch, days, price, used by whom and when
   redeem_failures  wrong codes (and order numbers) per user, for the rate limit
   orders           a payment platform's orders (afdian): pending, granted, unclaimed or refused, each
                    granted at most once; users.bind_code names the user an order is for
+  daily_usage      tokens per local day and model, added to with each answer: today's LLM cost for
+                   the spend guardrails (`bot/guard.py`) in one short read
 """
 
 from __future__ import annotations

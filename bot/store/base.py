@@ -184,7 +184,8 @@ def extend_membership(c, user_id: int, days: int, *, now: float, kind: str, acto
 
 def refund_trial(c, user_id: int, delivery_id: int | None, note: str, now: float) -> bool:
     """Give back one reserved trial answer, with its ledger row; False if none was in use."""
-    done = c.execute("UPDATE users SET trial_used = trial_used - 1 WHERE id = ? AND trial_used > 0",
+    done = c.execute("UPDATE users SET trial_used = trial_used - 1, trial_exhausted_at = NULL "
+                     "WHERE id = ? AND trial_used > 0",
                      (user_id,)).rowcount
     if done:
         c.execute("INSERT INTO ledger (user_id, at, kind, answers, delivery_id, actor, note) "

@@ -4,8 +4,31 @@ from __future__ import annotations
 
 import time
 
+from bot.guard import BUSY, FLOOD, HARD_CAP, MEMBER_DAILY, TRIAL_OVER, Guard
 from bot.models import SUBSCRIBE, TEXT, UNSUBSCRIBE, Admission, IncomingMessage
 from bot.store.base import extend_membership
+
+
+def _refusal(c, guard: Guard, user_id: int, member: bool, now: float) -> str:
+    """Why the guard refuses this user's question now ('' if it does not). In the admission's
+    transaction: the counts include every question admitted before this one."""
+    if guard.watches_spend:
+        level = guard.spend_level(c.execute("SELECT model, prompt_tokens, completion_tokens FROM daily_usage "
+                                            "WHERE day = ?", (guard.day,)).fetchall())
+        if level == HARD_CAP or (level and not member):
+            return level
+    for count, seconds in guard.rates:
+        asked = c.execute("SELECT COUNT(*) FROM deliveries WHERE user_id = ? AND received_at > ? "
+                          "AND charge IN ('trial', 'member')", (user_id, now - seconds)).fetchone()[0]
+        if asked >= count:
+            return FLOOD
+    if member and guard.member_daily:
+        asked = c.execute("SELECT COUNT(*) FROM deliveries WHERE user_id = ? AND received_at >= ? "
+                          "AND charge = 'member' AND status NOT IN ('failed', 'expired')",
+                          (user_id, guard.day_start)).fetchone()[0]
+        if asked >= guard.member_daily:
+            return MEMBER_DAILY
+    return ""
 
 
 class Conversations:
@@ -14,7 +37,8 @@ class Conversations:
     # -- admission ---------------------------------------------------------------------------
 
     def admit(self, msg: IncomingMessage, *, free_trial: int, charge: bool, command: str | None = None,
-              welcome_days: int = 0, recheck_s: float = 60, now: float | None = None) -> Admission:
+              welcome_days: int = 0, recheck_s: float = 60, guard: Guard | None = None, remind_s: float = 0,
+              now: float | None = None) -> Admission:
         """Record one delivery and decide its fate, in one transaction.
 
         Find or create the user (a new one gets the free trial and `welcome_days` of membership, each
@@ -23,6 +47,12 @@ class Conversations:
         and is never charged. For a chargeable question, pass a member, or reserve one trial answer
         with a conditional update, or refuse with `exhausted`. Non-questions are `recorded`. A queued
         question is due for the reconciler `recheck_s` from now (by then its job should have run).
+
+        `guard` (`bot/guard.py`): a question that would be answered may be refused instead (budget,
+        hard cap, flood, a member's daily limit): status `refused` with its `refusal`, outcome `busy`
+        or `limited`, never charged. `remind_s`: a member whose membership ends within that many
+        seconds gets one reminder per expiry; this delivery carries it (`remind_until`) unless an
+        earlier one did for the same expiry (not on the admission that created the user).
         """
         now = time.time() if now is None else now
         with self.write() as c:
@@ -60,27 +90,38 @@ class Conversations:
             elif msg.kind == SUBSCRIBE:
                 c.execute("UPDATE users SET unsubscribed_at = NULL WHERE id = ?", (user_id,))
 
+            member = member_until is not None and member_until > now
+            refusal = ""
             if command:
                 outcome, status, charged = "command", "recorded", "none"
             elif not charge or msg.kind != TEXT:
                 outcome, status, charged = "recorded", "recorded", "none"
-            elif member_until is not None and member_until > now:
+            elif not member and trial_used >= trial_limit:
+                outcome, status, charged, refusal = "exhausted", "refused", "none", TRIAL_OVER
+            elif guard is not None and (refusal := _refusal(c, guard, user_id, member, now)):
+                outcome, status, charged = "busy" if refusal in BUSY else "limited", "refused", "none"
+            elif member:
                 outcome, status, charged = "member", "queued", "member"
             else:
                 reserved = c.execute(
-                    "UPDATE users SET trial_used = trial_used + 1 WHERE id = ? AND trial_used < trial_limit",
-                    (user_id,)).rowcount
+                    "UPDATE users SET trial_used = trial_used + 1, trial_exhausted_at = CASE WHEN trial_used + 1 "
+                    ">= trial_limit THEN ? ELSE trial_exhausted_at END WHERE id = ? AND trial_used < trial_limit",
+                    (now, user_id)).rowcount
                 if reserved:
                     trial_used += 1
                     c.execute("INSERT INTO ledger (user_id, at, kind, answers, delivery_id, actor) "
                               "VALUES (?, ?, 'trial_use', -1, ?, 'system')", (user_id, now, delivery_id))
                     outcome, status, charged = "trial", "queued", "trial"
                 else:
-                    outcome, status, charged = "exhausted", "refused", "none"
-            c.execute("UPDATE deliveries SET status = ?, charge = ?, due_at = ? WHERE id = ?",
-                      (status, charged, now + recheck_s if status == "queued" else None, delivery_id))
+                    outcome, status, charged, refusal = "exhausted", "refused", "none", TRIAL_OVER
+            remind = (member and remind_s > 0 and not new_user and member_until - now <= remind_s
+                      and c.execute("SELECT 1 FROM deliveries WHERE user_id = ? AND remind_until = ?",
+                                    (user_id, member_until)).fetchone() is None)
+            c.execute("UPDATE deliveries SET status = ?, charge = ?, due_at = ?, refusal = ?, remind_until = ? "
+                      "WHERE id = ?", (status, charged, now + recheck_s if status == "queued" else None,
+                                       refusal or None, member_until if remind else None, delivery_id))
         return Admission(outcome, delivery_id, user_id, max(trial_limit - trial_used, 0), member_until,
-                         new_user)
+                         new_user, reason=refusal, remind_until=member_until if remind else None)
 
     def history(self, user_id: int, chat: str, *, turns: int, max_chars: int) -> list[dict]:
         """The user's last `turns` question/answer pairs in this chat, oldest first, within max_chars.

@@ -7,6 +7,7 @@ import time
 
 from bot.delivery import ANSWER, LEASE_MARGIN_S, NOTICE
 from bot.store.base import refund_trial
+from bot.usage import DayUsage, Usage
 
 _SELECT = ("SELECT d.*, u.external_id AS user_external_id FROM deliveries d "
            "JOIN users u ON u.id = d.user_id ")
@@ -65,10 +66,15 @@ class Deliveries:
                 (retry_at, error[:500], delivery_id, attempt)).rowcount)
 
     def record_answer(self, delivery_id: int, attempt: int, answer: str, pages: list[str], *, keep_s: float,
-                      recheck_s: float, now: float | None = None) -> bool:
-        """Store the answer, its pages and the conversation turn, in one transaction:
-        `answering → answered`, to expire `keep_s` from now if nobody takes it, looked at again by the
-        reconciler after `recheck_s`. False if this try no longer holds the question (it lost its lease)."""
+                      recheck_s: float, usage: Usage | None = None, day: str = "", now: float | None = None
+                      ) -> DayUsage | None:
+        """Store the answer, its pages, the conversation turn and the answer's `usage` (added to the
+        running total of `day`, the local date), in one transaction: `answering → answered`, to expire
+        `keep_s` from now if nobody takes it, looked at again by the reconciler after `recheck_s`.
+
+        Returns the day's usage after this answer (`DayUsage`, always true; read in the same
+        transaction, so exactly one answer sees the day's cost pass a limit); None if this try no
+        longer holds the question (it lost its lease)."""
         now = time.time() if now is None else now
         with self.write() as c:
             row = c.execute(
@@ -77,14 +83,25 @@ class Deliveries:
                 "RETURNING user_id, chat, question",
                 (answer, now + keep_s, now + recheck_s, delivery_id, attempt)).fetchone()
             if row is None:
-                return False
+                return None
             user_id, chat, question = row
             c.executemany(
                 "INSERT INTO messages (user_id, chat, role, content, delivery_id, at) VALUES (?, ?, ?, ?, ?, ?)",
                 [(user_id, chat, "user", question, delivery_id, now),
                  (user_id, chat, "assistant", answer, delivery_id, now)])
             insert_pages(c, delivery_id, user_id, pages, ANSWER, now)
-        return True
+            if usage is None:
+                return DayUsage(day)
+            c.execute("UPDATE deliveries SET model = ?, prompt_tokens = ?, completion_tokens = ?, usage_estimated = ?, "
+                      "answered_at = ? WHERE id = ?", (usage.model, usage.prompt_tokens, usage.completion_tokens,
+                                                      int(usage.estimated), now, delivery_id))
+            c.execute("INSERT INTO daily_usage (day, model, answers, prompt_tokens, completion_tokens) "
+                      "VALUES (?, ?, 1, ?, ?) ON CONFLICT (day, model) DO UPDATE SET answers = answers + 1, "
+                      "prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
+                      "completion_tokens = completion_tokens + excluded.completion_tokens",
+                      (day, usage.model, usage.prompt_tokens, usage.completion_tokens))
+            return DayUsage(day, tuple(c.execute("SELECT model, prompt_tokens, completion_tokens FROM daily_usage "
+                                                 "WHERE day = ?", (day,)).fetchall()), usage)
 
     def give_up(self, delivery_id: int, *, reason: str, apology: dict[str, str], attempt: int | None = None,
                 now: float | None = None) -> str | None:
@@ -115,7 +132,7 @@ class Deliveries:
                 return None
             cancel_pages(c, delivery_id, ANSWER)
             c.execute("UPDATE deliveries SET status = 'failed', finished_at = ?, error = ?, lease_until = NULL, "
-                      "due_at = ? WHERE id = ?", (now, reason[:500], now, delivery_id))
+                      "due_at = ?, remind_until = NULL WHERE id = ?", (now, reason[:500], now, delivery_id))
             if charge == "trial":
                 refund_trial(c, user_id, delivery_id, "answer failed", now)
             insert_pages(c, delivery_id, user_id, [apology[charge]], NOTICE, now)
@@ -143,7 +160,7 @@ class Deliveries:
                           "error = 'partly delivered: the rest expired unfetched' WHERE id = ?", (now, delivery_id))
                 return "partly delivered"
             c.execute("UPDATE deliveries SET status = 'expired', finished_at = ?, due_at = NULL, "
-                      "error = 'answer expired unfetched' WHERE id = ?", (now, delivery_id))
+                      "error = 'answer expired unfetched', remind_until = NULL WHERE id = ?", (now, delivery_id))
             if charge == "trial":
                 refund_trial(c, user_id, delivery_id, "answer expired unfetched", now)
             insert_pages(c, delivery_id, user_id, [note[charge]], NOTICE, now)

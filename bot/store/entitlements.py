@@ -45,8 +45,8 @@ class Entitlements:
         check_trial_add(answers)
         now = time.time() if now is None else now
         with self.write() as c:
-            row = c.execute("UPDATE users SET trial_limit = trial_limit + ? WHERE id = ? RETURNING trial_limit",
-                            (answers, user_id)).fetchone()
+            row = c.execute("UPDATE users SET trial_limit = trial_limit + ?, trial_exhausted_at = NULL WHERE id = ? "
+                            "RETURNING trial_limit", (answers, user_id)).fetchone()
             if row is None:
                 return None
             c.execute("INSERT INTO ledger (user_id, at, kind, answers, actor, note) "
@@ -99,11 +99,15 @@ class Entitlements:
     # -- redemption codes --------------------------------------------------------------------
 
     def create_codes(self, hashes: list[str], *, batch: str, days: int, actor: str, note: str = "",
-                     now: float | None = None) -> int:
+                     price_cents: int | None = None, now: float | None = None) -> int:
         """Store a new batch of codes (their hashes only) in one transaction; returns how many.
 
-        `ValueError` for days outside 1–`MAX_DAYS` or more than `MAX_CODES` codes.
+        `price_cents`: what each code sells for (revenue on the day it is redeemed); None: unpriced.
+        `ValueError` for days outside 1–`MAX_DAYS`, more than `MAX_CODES` codes or a negative price.
         """
+        if price_cents is not None and (isinstance(price_cents, bool) or not isinstance(price_cents, int)
+                                        or price_cents < 0):
+            raise ValueError("a code's price is a whole, non-negative number of cents")
         check_days(days)
         if len(hashes) > MAX_CODES:
             raise ValueError(f"at most {MAX_CODES} codes in one batch")
@@ -111,8 +115,9 @@ class Entitlements:
         with self.write() as c:
             if c.execute("SELECT 1 FROM codes WHERE batch = ? LIMIT 1", (batch,)).fetchone():
                 raise BatchExists(f"batch {batch!r} already exists; choose another name")
-            c.executemany("INSERT INTO codes (hash, batch, days, created_at, created_by, note) "
-                          "VALUES (?, ?, ?, ?, ?, ?)", [(h, batch, days, now, actor, note) for h in hashes])
+            c.executemany("INSERT INTO codes (hash, batch, days, created_at, created_by, note, price_cents) "
+                          "VALUES (?, ?, ?, ?, ?, ?, ?)", [(h, batch, days, now, actor, note, price_cents)
+                                                           for h in hashes])
         return len(hashes)
 
     def redeem(self, user_id: int, code_hash: str, *, max_failures: int, window_s: float,
@@ -160,10 +165,11 @@ class Entitlements:
         return rows[0] if rows else None
 
     def code_batches(self) -> list[dict]:
-        """Each batch of codes: its days, when it was made and by whom, and how many are used, disabled, left."""
+        """Each batch of codes: its days and price (cents), when it was made and by whom, and how many are
+        used, disabled, left."""
         return list(self.db.query(
-            "SELECT batch, days, MIN(created_at) AS created_at, MIN(created_by) AS created_by, "
-            "MIN(note) AS note, COUNT(*) AS codes, COUNT(used_by) AS used, "
+            "SELECT batch, days, MIN(price_cents) AS price_cents, MIN(created_at) AS created_at, "
+            "MIN(created_by) AS created_by, MIN(note) AS note, COUNT(*) AS codes, COUNT(used_by) AS used, "
             "SUM(disabled_at IS NOT NULL AND used_by IS NULL) AS disabled, "
             "SUM(disabled_at IS NULL AND used_by IS NULL) AS available "
             "FROM codes GROUP BY batch, days ORDER BY MIN(id)"))

@@ -160,6 +160,48 @@ def _m0003(db: Database) -> None:
                        "VALUES (?, ?, ?, 'answer', ?, ?)", [delivery_id, user_id, seq, text, now])
 
 
+@migrations(name="0005_usage_cost_revenue")
+def _m0005(db: Database) -> None:
+    """Tokens and model of each answer, refusal reasons, reminders, code prices, the day's running
+    usage (for the budget), and when a user's trial ran out."""
+    for statement in (
+        # What answered and what it used (estimated: the endpoint reported no usage); when.
+        "ALTER TABLE deliveries ADD COLUMN model TEXT",
+        "ALTER TABLE deliveries ADD COLUMN prompt_tokens INTEGER",
+        "ALTER TABLE deliveries ADD COLUMN completion_tokens INTEGER",
+        "ALTER TABLE deliveries ADD COLUMN usage_estimated INTEGER",
+        "ALTER TABLE deliveries ADD COLUMN answered_at REAL",
+        "CREATE INDEX deliveries_answered ON deliveries (answered_at, user_id) WHERE answered_at IS NOT NULL",
+        # Why a question was refused (bot/guard.py: trial_over, budget, hard_cap, flood, member_daily).
+        "ALTER TABLE deliveries ADD COLUMN refusal TEXT",
+        "UPDATE deliveries SET refusal = 'trial_over' WHERE status = 'refused'",
+        "CREATE INDEX deliveries_user_received ON deliveries (user_id, received_at)",
+        # The expiry a reminder on this delivery warned about: once per user and expiry.
+        "ALTER TABLE deliveries ADD COLUMN remind_until REAL",
+        "CREATE UNIQUE INDEX deliveries_reminders ON deliveries (user_id, remind_until) WHERE remind_until IS NOT NULL",
+        # The price of a code of a priced batch, in cents of CHATGATE_CURRENCY: revenue when redeemed.
+        "ALTER TABLE codes ADD COLUMN price_cents INTEGER CHECK (price_cents >= 0)",
+        # When the user's last free answer was reserved (cleared by a refund or more trial).
+        "ALTER TABLE users ADD COLUMN trial_exhausted_at REAL",
+        "UPDATE users SET trial_exhausted_at = (SELECT MAX(at) FROM ledger WHERE ledger.user_id = users.id "
+        "AND kind = 'trial_use') WHERE trial_limit > 0 AND trial_used >= trial_limit",
+        "CREATE INDEX users_trial_exhausted ON users (trial_exhausted_at) WHERE trial_exhausted_at IS NOT NULL",
+        # Ledger rows that changed a membership: days added (conversions), expiries (members by day).
+        "CREATE INDEX ledger_membership ON ledger (user_id, at) WHERE days IS NOT NULL",
+        "CREATE INDEX ledger_member_until ON ledger (user_id, id, at, member_until) WHERE member_until IS NOT NULL",
+        # Today's usage per model, added to with each answer: the budget reads it at admission.
+        """CREATE TABLE daily_usage (
+            day TEXT NOT NULL,
+            model TEXT NOT NULL,
+            answers INTEGER NOT NULL DEFAULT 0,
+            prompt_tokens INTEGER NOT NULL DEFAULT 0,
+            completion_tokens INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (day, model)
+        )""",
+    ):
+        db.execute(statement)
+
+
 @migrations(name="0006_orders")
 def _m0006(db: Database) -> None:
     """Orders of a payment platform (afdian), each granted at most once, and each user's bind code."""

@@ -20,9 +20,9 @@ DAY_S = 86400
 
 
 def renew_words(settings: Settings) -> str:
-    """What the user sends to renew, for `{renew}`: the redeem words (a purchase command, once there is
-    one, is named here instead)."""
-    return " / ".join(settings.command_redeem)
+    """What the user sends to renew, for `{renew}`: the buy words when memberships are sold on afdian
+    (they answer with the purchase link), else the redeem words (codes sold elsewhere)."""
+    return " / ".join(settings.command_buy if settings.afdian_enabled else settings.command_redeem)
 
 
 def reminder(settings: Settings, until: float, now: float | None = None) -> str:

@@ -192,3 +192,14 @@ def test_on_feishu_a_flood_reply_and_a_reminder_go_out_as_replies(feishu_env, ru
     assert "echo: first" in replies
     assert any("too fast (at most 1/hour)" in text for text in replies)
     assert any("feishu:ou_limits" in text and "Reminder: your membership ends" in text for text in replies)
+
+
+def test_the_reminder_names_the_buy_words_when_memberships_are_sold_on_afdian():
+    from bot.reminders import renew_words
+    from config import load_settings
+
+    plain = load_settings({"CHATGATE_ENV": "development"}, dotenv_path="/nonexistent")
+    selling = load_settings({"CHATGATE_ENV": "development", "AFDIAN_USER_ID": "adf397fe8374811eaacee52540025c377",
+                             "AFDIAN_TOKEN": "Xq3kV9mZpT2wLr8sN4bYcD6fHj"}, dotenv_path="/nonexistent")
+    assert renew_words(plain) == "兑换 / 兑换码 / redeem"
+    assert renew_words(selling) == "购买 / buy"

@@ -100,7 +100,7 @@ def test_cost_comes_from_the_prices_and_a_price_change_applies_to_past_answers(p
     assert "no price in CHATGATE_PRICES for 'test-model'" in result.stderr
 
 
-def test_a_priced_code_is_revenue_on_the_day_it_is_redeemed_and_paid_orders_count_once_the_table_exists(
+def test_a_priced_code_is_revenue_on_the_day_it_is_redeemed_and_paid_orders_on_the_day_paid(
         post, run_worker, store, env, monkeypatch):
     monkeypatch.setenv("CHATGATE_PRICES", "*=10000/10000")
     made = cli("codes", "create", "--days", 30, "--count", 2, "--price", "19.9", "--batch", "shop").stdout.split()
@@ -117,14 +117,13 @@ def test_a_priced_code_is_revenue_on_the_day_it_is_redeemed_and_paid_orders_coun
     cost = (Decimal(len(SYSTEM) + 1 + len("echo: q")) / 100)
     assert Decimal(today["llm_cost"]) == cost and Decimal(today["margin"]) == Decimal("19.90") - cost
 
-    # the payments' table (another part of chatgate adds it): paid orders are revenue on the day paid
+    # afdian orders: paid ones (granted, or unclaimed yet) are revenue on the day paid; refused ones are not
     now = time.time()
     with sqlite3.connect(env["CHATGATE_DB"]) as db:
-        db.execute("CREATE TABLE orders (out_trade_no TEXT PRIMARY KEY, amount_cents INTEGER, paid_at REAL, "
-                   "status TEXT)")
-        db.executemany("INSERT INTO orders VALUES (?, ?, ?, ?)", [
-            ("o1", 3000, now, "granted"), ("o2", 500, now, "unclaimed"), ("o3", 9900, now, "refused"),
-            ("o4", 700, now - 3 * 86400, "granted")])
+        db.executemany("INSERT INTO orders (out_trade_no, amount_cents, paid_at, status, created_at, updated_at) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", [
+                           ("o1", 3000, now, "granted", now, now), ("o2", 500, now, "unclaimed", now, now),
+                           ("o3", 9900, now, "refused", now, now), ("o4", 700, now - 3 * 86400, "granted", now, now)])
     assert stats_today()["revenue"] == str(Decimal("19.90") + Decimal("35.00"))
     by_day = {r["day"]: r for r in json.loads(cli("stats", "--days", 4, "--json").stdout)}
     assert by_day[day_windows(4, store_tz())[0][0]]["revenue"] == "7.00"

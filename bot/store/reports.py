@@ -73,7 +73,7 @@ class Reports:
         failed           questions given up on (refunded)
         redeemed         codes redeemed
         code_cents       the prices of the codes redeemed (cents)
-        order_cents      the amounts of orders paid (cents; once the `orders` table exists)
+        order_cents      the amounts of orders paid (cents), granted or unclaimed
         members          users whose membership was active at the window's end, from the ledger
         usage            per model: answers, prompt and completion tokens, and those estimated,
                          of the answers produced in the window
@@ -125,13 +125,12 @@ class Reports:
                 GROUP BY day, model""", params):
             by_day[day]["usage"].append({"model": model, "answers": answers, "prompt_tokens": prompt or 0,
                                          "completion_tokens": completion or 0, "estimated_tokens": estimated or 0})
-        if self.has_table("orders"):
-            for day, cents in self.conn.execute(f"""
-                    WITH days(day, start, stop) AS (VALUES {values})
-                    SELECT day, COALESCE(SUM(amount_cents), 0) FROM days JOIN orders
-                      ON paid_at >= start AND paid_at < stop AND status IN ('granted', 'unclaimed')
-                    GROUP BY day""", params):
-                by_day[day]["order_cents"] = cents
+        for day, cents in self.conn.execute(f"""
+                WITH days(day, start, stop) AS (VALUES {values})
+                SELECT day, COALESCE(SUM(amount_cents), 0) FROM days JOIN orders
+                  ON paid_at >= start AND paid_at < stop AND status IN ('granted', 'unclaimed')
+                GROUP BY day""", params):
+            by_day[day]["order_cents"] = cents
         return rows
 
     def _members_at(self, moments: list[float]) -> list[int]:
@@ -157,11 +156,6 @@ class Reports:
         for values in (starts, ends_before, ends_at):
             values.sort()
         return [bisect_left(starts, t) - bisect_right(ends_before, t) - bisect_left(ends_at, t) for t in moments]
-
-    def has_table(self, name: str) -> bool:
-        """True when the database has the table `name` (one another part of chatgate may add)."""
-        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                                 (name,)).fetchone() is not None
 
     def usage_by_user(self, start: float, stop: float, limit: int = 0) -> list[dict]:
         """Per user and model, the answers produced in [start, stop): answers, prompt and completion

@@ -37,8 +37,8 @@ REDELIVERIES = Counter("chatgate_redeliveries", "Platform re-posts of a message 
 PAGES_SENT = Counter("chatgate_pages_sent", "Pages (answer or notice) that went out, by path.",
                      ["platform", "path", "kind"])
 REFUNDS = Counter("chatgate_refunds", "Trial answers given back, by reason (failed, expired).", ["platform", "reason"])
-LLM_REQUESTS = Counter("chatgate_llm_requests", "LLM answers asked for, by outcome (ok, transient, permanent).",
-                       ["outcome"])
+LLM_REQUESTS = Counter("chatgate_llm_requests", "LLM answers asked for, by outcome (ok, transient, permanent; "
+                       "rate_limited: a 429 waited out within the try).", ["outcome"])
 LLM_FIRST_TOKEN = Histogram("chatgate_llm_first_token_seconds", "Seconds from the request to the first token.",
                             buckets=(0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 13, 21, 34, 60))
 LLM_ANSWER = Histogram("chatgate_llm_answer_seconds", "Seconds from the request to the whole answer.",

@@ -30,6 +30,8 @@ class RecordedRequest:
     headers: dict[str, str]
     body: Any
     raw: bytes = b""
+    at: float = field(default_factory=time.monotonic)
+    """When it came (`time.monotonic()`)."""
 
 
 @dataclass
@@ -60,11 +62,15 @@ class _Handler(BaseHTTPRequestHandler):
                               {k.lower(): v for k, v in self.headers.items()}, body, raw)
         owner = self.server.owner
         owner._record(req)
+        owner._enter(req)
         try:
-            resp = owner.route(req)
-        except Exception as exc:  # a bug in a fake must show up as a 500, not a hung client
-            resp = Response(500, {"error": {"message": f"fake server error: {exc!r}", "type": "server_error"}})
-        self._send(resp)
+            try:
+                resp = owner.route(req)
+            except Exception as exc:  # a bug in a fake must show up as a 500, not a hung client
+                resp = Response(500, {"error": {"message": f"fake server error: {exc!r}", "type": "server_error"}})
+            self._send(resp)
+        finally:
+            owner._leave(req)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _dispatch
 
@@ -94,6 +100,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 1024  # hundreds of clients connecting at once (socketserver's default is 5)
     block_on_close = False  # never join handler threads on close: a stalled handler must not block stop()
     owner: RecordingServer
 
@@ -167,6 +174,12 @@ class RecordingServer:
         with self._cond:
             self._requests.append(req)
             self._cond.notify_all()
+
+    def _enter(self, req: RecordedRequest):
+        """Subclass hook: a request is being answered (called before `route`)."""
+
+    def _leave(self, req: RecordedRequest):
+        """Subclass hook: its response has been sent to the end (or the client went away)."""
 
     def _wait(self, predicate: Callable[[], bool], timeout: float, what: str):
         with self._cond:
@@ -336,7 +349,9 @@ class FakeLLM(RecordingServer):
     """An OpenAI-compatible chat-completions server. `.url` already ends in /v1 (use it as base_url).
 
     `.calls` holds the JSON body of every POST /v1/chat/completions, in order, including those
-    rejected for a wrong key (401) or failed on purpose; `.requests` has their headers.
+    rejected for a wrong key (401) or failed on purpose; `.requests` has their headers. `.in_flight`
+    counts the chat calls being answered right now (until the last byte of a stream is sent) and
+    `.peak` the most there were at once.
     """
 
     def __init__(self, api_key: str = "test-key", model: str = "fake-model"):
@@ -347,7 +362,9 @@ class FakeLLM(RecordingServer):
         self._calls: list[dict] = []
         self._fail_status, self._fail_times = 500, 0
         self._delay = 0.0
+        self._fail_headers: dict[str, str] = {}
         self._flaky: tuple[float, float, random.Random] | None = None
+        self.in_flight = self.peak = 0
 
     @property
     def url(self) -> str:
@@ -356,8 +373,21 @@ class FakeLLM(RecordingServer):
     def _reset_state(self):
         self._calls.clear()
         self.answer_fn, self.chunk_delay = _default_answer, 0.0
-        self._fail_status, self._fail_times, self._delay = 500, 0, 0.0
+        self._fail_status, self._fail_times, self._delay, self._fail_headers = 500, 0, 0.0, {}
         self._flaky = None
+        self.peak = self.in_flight
+
+    def _enter(self, req: RecordedRequest):
+        if req.path == "/v1/chat/completions":
+            with self._cond:
+                self.in_flight += 1
+                self.peak = max(self.peak, self.in_flight)
+
+    def _leave(self, req: RecordedRequest):
+        if req.path == "/v1/chat/completions":
+            with self._cond:
+                self.in_flight -= 1
+                self._cond.notify_all()
 
     def flaky(self, rate: float, stall: float, seed: int = 0):
         """Make a random `rate` of calls fail: half with HTTP 500, half by stalling `stall` seconds
@@ -369,10 +399,11 @@ class FakeLLM(RecordingServer):
         """Answer every call with `text`."""
         self.answer_fn = lambda messages: text
 
-    def fail(self, status: int = 500, times: int | None = 1):
-        """Make the next `times` calls return an OpenAI-style error with `status`; times=None means always."""
+    def fail(self, status: int = 500, times: int | None = 1, headers: dict[str, str] | None = None):
+        """Make the next `times` calls return an OpenAI-style error with `status` (and `headers`, e.g.
+        `{"Retry-After": "2"}`); times=None means always."""
         with self._cond:
-            self._fail_status, self._fail_times = status, times
+            self._fail_status, self._fail_times, self._fail_headers = status, times, dict(headers or {})
 
     def delay(self, seconds: float):
         """Sleep `seconds` before answering each call (cut short by stop()/reset())."""
@@ -415,7 +446,9 @@ class FakeLLM(RecordingServer):
             self._sleep(self._flaky[1])
         self._sleep(self._delay)
         if failing:
-            return _error(self._fail_status, f"scripted failure ({self._fail_status})")
+            error = _error(self._fail_status, f"scripted failure ({self._fail_status})")
+            error.headers.update(self._fail_headers)
+            return error
         if not isinstance(body.get("messages"), list):
             return _error(400, "'messages' is a required property")
         answer = self.answer_fn(body["messages"])

@@ -5,6 +5,10 @@ one function and turns a named error into a clear message and a non-zero exit. O
 
     common.py    settings checked for what a command uses, the store, output helpers
     run.py       up, worker, reconcile, feishu-connect (and finding the embedded Redis of `up`)
+
+`chatgate worker` runs its answers on gevent, so this module patches the process (gevent's
+`monkey.patch_all()`) at its very top when that is the command, before click, ssl, redis or anything
+else is imported.
     users.py     users, user, grant, revoke, trial, grant-all
     codes.py     codes create / list / check / disable
     reports.py   stats, jobs failed / retry
@@ -18,10 +22,17 @@ nothing imports back up: no import circle).
 
 from __future__ import annotations
 
-import click
+import sys
 
-from bot.cli import ask, codes, config, db, reports, run, users
-from bot.cli.run import embedded_redis_dir, with_running_redis
+if sys.argv[1:2] == ["worker"]:  # `chatgate worker` answers on gevent: patched before anything imports ssl & co.
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import click  # noqa: E402
+
+from bot.cli import ask, codes, config, db, reports, run, users  # noqa: E402
+from bot.cli.run import embedded_redis_dir, with_running_redis  # noqa: E402
 
 __all__ = ["embedded_redis_dir", "main", "with_running_redis"]
 

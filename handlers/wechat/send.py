@@ -5,9 +5,11 @@ invalidates another's token."""
 from __future__ import annotations
 
 import logging
+import threading
 
 import redis
 import requests
+from requests.adapters import HTTPAdapter
 from wechatpy.client import WeChatClient
 from wechatpy.exceptions import WeChatClientException
 from wechatpy.session.redisstorage import RedisStorage
@@ -52,10 +54,23 @@ class SharedTokenClient(WeChatClient):
                          timeout=settings.wechat_http_timeout, auto_retry=False)
         self.API_BASE_URL = settings.wechat_api_base.rstrip("/") + "/cgi-bin/"
         self._redis = redis
+        self._refreshing = threading.Lock()  # a gevent lock in the worker: one refresh per process at a time
+        # A connection kept for each answer a worker sends at once (requests keeps 10 by default).
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(10, settings.worker_concurrency))
+        self._http.mount("https://", adapter)
+        self._http.mount("http://", adapter)
 
     def fetch_access_token(self, stale: str | None = None):
-        """Store a new token unless another process already replaced `stale` (or the missing one)."""
-        lock = self._redis.lock(f"chatgate:wechat:{self.appid}:token-lock", timeout=30, blocking_timeout=30)
+        """Store a new token unless another process (or job) already replaced `stale` (or the missing one)."""
+        with self._refreshing:  # the other jobs of this process wait here, then find the new token
+            current = self.session.get(self.access_token_key)
+            if current and current != stale:
+                return {"access_token": current}
+            return self._fetch_locked(stale)
+
+    def _fetch_locked(self, stale: str | None):
+        lock = self._redis.lock(f"chatgate:wechat:{self.appid}:token-lock", timeout=30, blocking_timeout=30,
+                                sleep=0.02)
         with lock:
             current = self.session.get(self.access_token_key)
             if current and current != stale:

@@ -254,10 +254,10 @@ VARIABLES: tuple[Var, ...] = (
         "reachable, usually behind an HTTPS proxy), `127.0.0.1` in development."),
     Var("WEB_CONCURRENCY", "web_concurrency", _positive_int, 0,
         "gunicorn worker processes; default cores + 1."),
-    Var("CHATGATE_WORKERS", "workers", _at_least_one, 1,
+    Var("CHATGATE_WORKERS", "workers", _at_least_one, 2,
         "Worker processes started by `chatgate worker`; each answers up to CHATGATE_WORKER_CONCURRENCY "
         "questions at once. One process uses at most one CPU core."),
-    Var("CHATGATE_WORKER_CONCURRENCY", "worker_concurrency", _between(1, 10_000), 200,
+    Var("CHATGATE_WORKER_CONCURRENCY", "worker_concurrency", _between(1, 10_000), 250,
         "Answers one worker process works on at once (each an RQ job in a greenlet); it takes a job off "
         "the queue only when one of these is free."),
     Var("CHATGATE_LLM_CONCURRENCY", "llm_concurrency", _positive_int, 0,
@@ -343,8 +343,8 @@ class Settings:
     port: int = 8000
     host: str = ""
     web_concurrency: int = 0
-    workers: int = 1
-    worker_concurrency: int = 200
+    workers: int = 2
+    worker_concurrency: int = 250
     llm_concurrency: int = 0
     stop_grace: float = 30.0
     queue_name: str = "chatgate"

@@ -45,6 +45,7 @@ class Response:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive like the real APIs; streamed bodies use chunked encoding
+    disable_nagle_algorithm = True  # as servers do: a kept-alive connection's small writes go out at once
     server: _Server
 
     def log_message(self, format, *args):  # noqa: A002 - silence the default stderr logging

@@ -69,6 +69,14 @@ class Context:
         self.store.close()
         self.redis.close()
 
+    def warm_up(self) -> None:
+        """Build the senders of the platforms that are set up now, not in the first job of each."""
+        settings = self.settings
+        for platform, ready in (("wechat", settings.wechat_can_send or not settings.production),
+                                ("feishu", settings.feishu_app_id and settings.feishu_app_secret)):
+            if ready:
+                self.sender(platform)
+
     def sender(self, platform: str):
         if platform not in self._senders:
             self._senders[platform] = sender_for(platform, self.settings, self.redis)
@@ -124,12 +132,14 @@ def answer_job(facts: dict) -> str:
         raise DeliveryGone(f"delivery {delivery_id} is not in the store")
     answered = False
     try:
+        held = None
         if d["status"] in IN_FLIGHT:
             outcome = answer(ctx, d)
             if outcome != ANSWERED:
                 return outcome
             answered = True
-        return deliver(ctx, delivery_id)
+            held = ctx.wakeups.notify(delivery_id)  # a webhook holding the question takes it now
+        return deliver(ctx, delivery_id, held=held)
     except GiveBack:
         return give_back(ctx, delivery_id)
     finally:
@@ -170,7 +180,6 @@ def answer(ctx: Context, d: dict) -> str:
         log.warning("delivery %s: try %s lost the question to another try; its answer is dropped", d["id"], attempt,
                     extra=log_fields(d, "stale", attempt=attempt))
         return "stale"
-    ctx.wakeups.notify(d["id"])
     log.info("delivery %s answered by %s (%d chars, try %s)", d["id"], ctx.llm.model, len(text), attempt,
              extra=log_fields(d, "answered", model=ctx.llm.model, chars=len(text), attempt=attempt,
                               **ctx.llm.timing.ms()))
@@ -278,12 +287,13 @@ def give_up(ctx: Context, delivery_id: int, reason: str, *, attempt: int | None 
     return True
 
 
-def deliver(ctx: Context, delivery_id: int) -> str:
-    """Push the delivery's ready pages; an answer the platform refuses for good is given up."""
+def deliver(ctx: Context, delivery_id: int, *, held: bool | None = None) -> str:
+    """Push the delivery's ready pages; an answer the platform refuses for good is given up. `held`:
+    whether a webhook holds the question, if just learnt."""
     d = ctx.store.delivery(delivery_id)
     try:
         outcome = push_pages(ctx.store, ctx.sender(d["platform"]), ctx.wakeups, delivery_id,
-                             retry_s=ctx.settings.recheck_s)
+                             retry_s=ctx.settings.recheck_s, held=held)
     except PermanentFailure as exc:
         give_up(ctx, delivery_id, f"{type(exc).__name__}: {exc}")
         return "failed"

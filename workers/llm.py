@@ -21,6 +21,7 @@ stops asking.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import threading
@@ -38,6 +39,8 @@ from workers.limits import Backoff
 
 log = logging.getLogger("chatgate.worker")
 
+KEEP_ALIVE = 32
+"""Idle connections to the LLM endpoint a worker process keeps open."""
 MAX_UNSAID_WAIT_S = 8.0
 """The longest wait after a 429 that names no time (1, 2, 4, 8 s…)."""
 
@@ -79,12 +82,17 @@ def retry_after(headers) -> float | None:
         return None
 
 
+def httpx_module():
+    """The HTTP library under this openai SDK version: httpx (openai 1.x) or httpx2."""
+    return sys.modules[openai.DefaultHttpxClient.__mro__[1].__module__.partition(".")[0]]
+
+
 def http_client(connections: int):
-    """The openai SDK's own HTTP client class (httpx or httpx2, whichever this SDK version uses) with a
-    pool that keeps a connection for each of `connections` answers at once."""
-    client_class = openai.DefaultHttpxClient
-    httpx = sys.modules[client_class.__mro__[1].__module__.partition(".")[0]]
-    return client_class(limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections))
+    """The openai SDK's own HTTP client class with a pool of up to `connections` connections, of which
+    `KEEP_ALIVE` are kept idle for the next calls (the pool looks at every idle connection on each
+    request: hundreds kept idle would cost more than they save)."""
+    limits = httpx_module().Limits(max_connections=connections, max_keepalive_connections=min(connections, KEEP_ALIVE))
+    return openai.DefaultHttpxClient(limits=limits)
 
 
 class LLM:
@@ -100,6 +108,7 @@ class LLM:
         self.backoff = Backoff(redis) if redis is not None else None
         self.ask_usage = True
         self._local = threading.local()  # per greenlet in a gevent-patched worker
+        self._http_errors = httpx_module().HTTPError
 
     @property
     def timing(self) -> Timing:
@@ -160,27 +169,45 @@ class LLM:
                     gevent.sleep(wait)
 
     def _stream(self, messages: list[dict], started: float, timing: Timing) -> str:
+        """One streamed call. The SDK makes the request (auth, base URL, timeouts, status errors); the
+        server-sent events are read here, to the end of the body: the SDK's own `Stream` stops reading
+        at `[DONE]` and closes the response, which throws the connection away (a new TCP and TLS
+        handshake per answer), and builds a pydantic model per chunk where two fields are wanted."""
         parts: list[str] = []
         usage = None
         try:
             try:
-                stream = self._create(messages)
+                call = self._create(messages)
+                response = call.__enter__()
             except openai.BadRequestError as exc:
                 if not (self.ask_usage and "stream_options" in str(exc)):
                     raise
                 self.ask_usage = False  # an endpoint without usage in streams: ask as before
-                stream = self._create(messages)
-            with stream:
-                for chunk in stream:
-                    if chunk.choices and chunk.choices[0].delta.content:
+                call = self._create(messages)
+                response = call.__enter__()
+            try:
+                for line in response.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        continue  # the body ends right after: read on, so the connection is kept
+                    event = json.loads(data)
+                    if event.get("error"):
+                        raise TransientFailure(f"LLM error in the stream: {str(event['error'])[:200]}")
+                    choices = event.get("choices") or ()
+                    content = (choices[0].get("delta") or {}).get("content") if choices else None
+                    if content:
                         if not parts:
                             timing.first_token_s = time.monotonic() - started
                             metrics.LLM_FIRST_TOKEN.observe(timing.first_token_s)
-                        parts.append(chunk.choices[0].delta.content)
-                    if getattr(chunk, "usage", None):
-                        usage = chunk.usage
+                        parts.append(content)
+                    if event.get("usage"):
+                        usage = event["usage"]
                     if time.monotonic() - started > self.deadline:
                         raise TransientFailure(f"LLM answer took longer than {self.deadline:g}s")
+            finally:
+                call.__exit__(None, None, None)
         except openai.RateLimitError as exc:
             if "insufficient_quota" in str(exc):  # waiting will not help; the operator must top up
                 raise TransientFailure("LLM unavailable: RateLimitError (the quota is used up)") from None
@@ -191,11 +218,15 @@ class LLM:
             if exc.status_code in (408, 409, 425, 429) or exc.status_code >= 500:
                 raise TransientFailure(f"LLM unavailable: HTTP {exc.status_code}") from None
             raise PermanentFailure(f"LLM refused the request: HTTP {exc.status_code}") from None
-        except openai.APIError as exc:  # malformed stream and the like
+        except openai.APIError as exc:  # malformed responses and the like
             raise TransientFailure(f"LLM error: {type(exc).__name__}") from None
-        if usage is not None:
-            metrics.LLM_TOKENS.labels("prompt").inc(usage.prompt_tokens or 0)
-            metrics.LLM_TOKENS.labels("completion").inc(usage.completion_tokens or 0)
+        except self._http_errors as exc:  # the connection broke or timed out mid-stream
+            raise TransientFailure(f"LLM unavailable: {type(exc).__name__} while streaming") from None
+        except (ValueError, AttributeError, IndexError, TypeError) as exc:  # not the JSON events of a chat stream
+            raise TransientFailure(f"LLM error: a malformed stream ({type(exc).__name__})") from None
+        if usage:
+            metrics.LLM_TOKENS.labels("prompt").inc(usage.get("prompt_tokens") or 0)
+            metrics.LLM_TOKENS.labels("completion").inc(usage.get("completion_tokens") or 0)
         answer = "".join(parts).strip()
         if not answer:
             raise TransientFailure("LLM returned an empty answer")
@@ -203,7 +234,8 @@ class LLM:
 
     def _create(self, messages: list[dict]):
         extra = {"stream_options": {"include_usage": True}} if self.ask_usage else {}
-        return self.client.chat.completions.create(model=self.model, messages=messages, stream=True, **extra)
+        return self.client.chat.completions.with_streaming_response.create(
+            model=self.model, messages=messages, stream=True, **extra)
 
 
 class DemoLLM:

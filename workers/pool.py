@@ -40,9 +40,12 @@ from gevent.local import local
 from gevent.monkey import is_module_patched
 from gevent.pool import Pool
 from rq.exceptions import DequeueTimeout, StopRequested
+from rq.executions import Execution
+from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
 from rq.queue import Queue
 from rq.scheduler import RQScheduler
+from rq.utils import now as utcnow
 from rq.worker import BaseWorker, WorkerStatus
 from rq.worker.base import DequeueStrategy
 
@@ -76,6 +79,7 @@ class GeventWorker(BaseWorker):
 
     death_penalty_class = GreenletDeathPenalty
     log_result_lifespan = False  # RQ's "result is kept for 3600 seconds", once per answer
+    log_job_description = False  # RQ's line per job names the job by its id, not its arguments
 
     def __init__(self, queues, *args, concurrency: int | None = None, **kwargs):
         self._local = local()  # before RQ's __init__, which sets `execution`
@@ -84,6 +88,10 @@ class GeventWorker(BaseWorker):
         kwargs.setdefault("worker_ttl", max(20, int(self.settings.reconcile_interval) + 15))
         kwargs.setdefault("maintenance_interval", max(60, int(self.settings.reconcile_interval)))
         super().__init__(queues, *args, **kwargs)
+        # Every job in flight may hold a Redis connection of the worker's pool for RQ's bookkeeping (RQ's
+        # WorkerPool gives each worker a pool of redis-py's default size, 100).
+        pool = self.connection.connection_pool
+        pool.max_connections = max(pool.max_connections, self.concurrency + 50)
         self._pool = Pool(self.concurrency)
         self._running: dict[str, InFlight] = {}
         self._stopping = Event()
@@ -115,6 +123,55 @@ class GeventWorker(BaseWorker):
     def get_heartbeat_ttl(self, job: Job) -> int:
         return self.job_monitoring_interval + 60
 
+    # -- RQ's bookkeeping of a job, in fewer round trips --------------------------------------------
+
+    def prepare_execution(self, job: Job) -> None:
+        """Done in `prepare_job_execution`, in the same round trip."""
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        """RQ's two preparations of a job (its execution in the StartedJobRegistry; the job started, by
+        this worker) in one round trip. The worker's own heartbeat is left to the upkeep."""
+        with self.connection.pipeline() as pipeline:
+            self.execution = Execution.create(job, self.get_heartbeat_ttl(job), pipeline=pipeline,
+                                              worker_name=self.name)
+            if self._state != WorkerStatus.BUSY:
+                self.set_state(WorkerStatus.BUSY, pipeline=pipeline)
+            job.prepare_for_execution(self.name, pipeline=pipeline)
+            if remove_from_intermediate_queue:
+                queue_key = self.queue_class.redis_queue_namespace_prefix + job.origin
+                pipeline.lrem(IntermediateQueue.get_intermediate_queue_key(queue_key), 1, job.id)
+            pipeline.execute()
+        self._running[job.id] = InFlight(job, self.execution, gevent.getcurrent())
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        """The job's end time (its heartbeat is the upkeep's: no round trip here)."""
+        job.ended_at = utcnow()
+
+    def handle_job_success(self, job: Job, queue: Queue, started_job_registry) -> None:
+        """RQ's bookkeeping of a finished job in one transaction, without RQ's WATCH on the job's
+        dependents: they are read inside the transaction, and queued after it (as RQ queues them)."""
+        result_ttl = job.get_result_ttl(self.default_result_ttl)
+        with self.connection.pipeline() as pipeline:
+            pipeline.smembers(job.dependents_key)
+            self.increment_successful_job_count(pipeline=pipeline)
+            self.increment_total_working_time(job.ended_at - job.started_at, pipeline)
+            if result_ttl != 0:
+                job._handle_success(result_ttl, pipeline=pipeline, worker_name=self.name,
+                                    execution_id=self.execution.id if self.execution else None,
+                                    execution_started_at=self.execution.created_at if self.execution else None,
+                                    execution_ended_at=job.ended_at)
+            if job.repeats_left is not None and job.repeats_left > 0:
+                from rq.repeat import Repeat
+
+                Repeat.schedule(job, queue, pipeline=pipeline)
+            else:
+                job.cleanup(result_ttl, pipeline=pipeline, remove_from_queue=False)
+            self.cleanup_execution(job, pipeline=pipeline)
+            dependents = pipeline.execute()[0]
+        if dependents:
+            queue.enqueue_dependents(job)
+        self.log.debug("Worker %s: job %s done in %s", self.name, job.id, job.ended_at - job.started_at)
+
     # -- the work loop ------------------------------------------------------------------------------
 
     def work(self, burst: bool = False, logging_level: str | None = None, date_format: str | None = None,
@@ -127,6 +184,7 @@ class GeventWorker(BaseWorker):
         self._dequeue_strategy = dequeue_strategy
         self.ctx = answer.open_context(self.settings, cooperative=is_module_patched("socket"))
         self.ctx.stopping = self._stopping
+        self.ctx.warm_up()
         self._install_signal_handlers()
         log.info("worker %s: up to %d answers at once", self.name, self.concurrency)
         self.run_maintenance_tasks()  # as RQ does before its first job; then the reconciler and the probe
@@ -205,8 +263,6 @@ class GeventWorker(BaseWorker):
     def _run(self, job: Job, queue: Queue) -> None:
         """One job, in its own greenlet, as RQ's SimpleWorker runs it."""
         try:
-            self.prepare_execution(job)
-            self._running[job.id] = InFlight(job, self.execution, gevent.getcurrent())
             self.perform_job(job, queue)
         except BaseException:  # RQ settles the job's own failures; this is its bookkeeping failing
             log.exception("worker %s: job %s could not be run to its end", self.name, job.id)
@@ -280,8 +336,6 @@ class GeventWorker(BaseWorker):
 
     def _heartbeats(self) -> None:
         """One round trip: the worker's heartbeat and those of every job in flight and its execution."""
-        from rq.utils import now as utcnow
-
         ttl = self.job_monitoring_interval + 60
         with self.connection.pipeline() as pipeline:
             self.heartbeat(self.worker_ttl + 60, pipeline=pipeline)

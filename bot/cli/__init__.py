@@ -6,9 +6,8 @@ one function and turns a named error into a clear message and a non-zero exit. O
     common.py    settings checked for what a command uses, the store, output helpers
     run.py       up, worker, reconcile, feishu-connect (and finding the embedded Redis of `up`)
 
-`chatgate worker` runs its answers on gevent, so this module patches the process (gevent's
-`monkey.patch_all()`) at its very top when that is the command, before click, ssl, redis or anything
-else is imported.
+`chatgate worker` runs its answers on gevent, so this module patches the process (`workers/green.py`)
+at its very top when that is the command, before click, ssl, redis or anything else is imported.
     users.py     users, user, grant, revoke, trial, grant-all
     codes.py     codes create / list / check / disable
     reports.py   stats, jobs failed / retry
@@ -25,9 +24,9 @@ from __future__ import annotations
 import sys
 
 if sys.argv[1:2] == ["worker"]:  # `chatgate worker` answers on gevent: patched before anything imports ssl & co.
-    from gevent import monkey
+    from workers.green import patch
 
-    monkey.patch_all()
+    patch()
 
 import click  # noqa: E402
 

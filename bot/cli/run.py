@@ -8,6 +8,7 @@ that run beside a `chatgate up` with REDIS_URL unset find its embedded Redis (`w
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Iterable
 
@@ -92,6 +93,9 @@ def worker(burst, processes):
     from workers.queue import answer_queue, connect
 
     configure_logging(settings)
+    if logging.getLogger().level >= logging.INFO:  # one line per LLM call, beside chatgate's own per answer
+        for name in ("httpx", "httpx2"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     Store(settings.db_path).close()
     connection = connect(settings)
     connection.ping()

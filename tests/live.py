@@ -138,6 +138,18 @@ class LiveBot:
             os.kill(pid, signal.SIGKILL)
         self.worker.wait()
 
+    def kill_a_worker_process(self, timeout: float = 20) -> int:
+        """SIGKILL one worker process of `chatgate worker`'s pool (CHATGATE_WORKERS > 1) with the answers
+        it has in flight, as the OOM killer would; the pool starts another. Returns its pid."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for pid, _ in self._worker_session():
+                if pid != self.worker.pid and _parent(pid) == self.worker.pid:
+                    os.kill(pid, signal.SIGKILL)
+                    return pid
+            time.sleep(0.05)
+        raise TimeoutError("no worker process of a pool appeared")
+
     def stop_worker(self, signum: int = signal.SIGTERM) -> None:
         """Send `signum` to the worker's process group, as `chatgate up` and systemd do (no wait)."""
         os.killpg(self.worker.pid, signum)
@@ -152,6 +164,13 @@ class LiveBot:
     def wipe_redis(self) -> None:
         with self.redis.client() as r:
             r.flushall()
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return 0
 
 
 @dataclass

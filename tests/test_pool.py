@@ -76,6 +76,7 @@ def test_fifty_users_with_a_slow_llm_are_answered_together_by_one_worker_process
         finished = FinishedJobRegistry(queue=queue).get_job_ids()
         assert len(finished) == 50 and {queue.fetch_job(j).return_value() for j in finished} == {"delivered"}
     assert registry(bot, StartedJobRegistry) == [] and registry(bot, FailedJobRegistry) == []
+    assert "MonkeyPatchWarning" not in bot.log()  # gevent patched the worker before ssl was imported
 
 
 def test_a_job_past_its_timeout_fails_alone_while_the_others_run_on(bot):

@@ -303,6 +303,7 @@ class GeventWorker(BaseWorker):
         now = time.monotonic()
         if not self._stopping.is_set():
             self._stop_at = now
+            self._stop_requested = True  # RQ's own flag: a worker suspended by `rq suspend` stops too
             self._stopping.set()
         elif now - self._stop_at >= 1:  # the same signal sent twice at once (a pool and a process group)
             self._cold.set()

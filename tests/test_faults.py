@@ -7,6 +7,7 @@ once, charged once, and no page may have gone out twice.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -43,7 +44,7 @@ def test_the_worker_killed_with_many_answers_in_flight_answers_each_once_after_i
     for t in threads:
         t.join()
     settle(bot, askers, questions, fake_wechat, timeout=90)
-    assert "dead tries restarted 20" in bot.log()
+    assert sum(map(int, re.findall(r"dead tries restarted (\d+)", bot.log()))) == 20  # in one pass or a few
     assert {d["attempts"] for a in askers for d in store.deliveries(store.find_user("wechat", a.openid)["id"])} == {2}
 
 

@@ -6,9 +6,9 @@ twice::
 
                 admit (charged once)
     (message) ───────────────────────▶ queued ◀──────────── release: the try failed, tries are left
-                                         │   ▲                (a job error, a killed work-horse,
-                          start: a try   │   │                 a lease that ran out)
-                          (attempts+1,   ▼   │
+                                         │   ▲                (a job error or timeout, a lease that
+                          start: a try   │   │                 ran out); give back: its worker
+                          (attempts+1,   ▼   │                 stopped first (the try not counted)
                           lease)       answering ─────────────────────────┐ give up: tries spent or a
                                          │                                │ permanent error
                        record: answer +  │                                ▼
@@ -20,6 +20,10 @@ twice::
                                      delivered
     recorded: not a question (event, media, command, 继续); refused: trial used up. Both final at
     admission; their immediate reply is a notice page. (reverted: rows of an earlier version.)
+
+One answer at a time per user: a try starts only when no earlier question of the same user is
+queued or answering, so a user's answers arrive in the order asked. A question that finds one
+waits in `queued`, `behind` naming it; that one's end (answered, or given up) queues it again.
 
 What the user reads is in `pages`, each its own little lifecycle::
 
@@ -69,7 +73,7 @@ ANSWER, NOTICE = "answer", "notice"
 
 LEASE_MARGIN_S = 15
 """A try's lease is the job timeout plus this: past it, the try is presumed dead (RQ ends a try at
-its job timeout from inside the work-horse)."""
+its job timeout from inside the job's own greenlet, so only a worker that died leaves one behind)."""
 PUSH_LEASE_S = 60
 """A page left `pushing` this long belongs to a sender that died; it becomes ready again."""
 

@@ -10,8 +10,10 @@
     ├── OrderLookupFailed  a payment platform could not be asked about an order (network, an error answer)
     └── AnswerFailed       an answer could not be produced or sent
         ├── TransientFailure   worth another try (timeouts, 5xx, rate limits)
-        │   └── TryKilled      the process of a try was killed (out of memory, a timeout kill)
         └── PermanentFailure   trying again will not help (bad key, rejected request)
+
+    GiveBack (a BaseException, not a ChatgateError: no `except Exception` takes it for a failure)
+                           the worker is stopping: the question goes back to the queue, its try not spent
 """
 
 
@@ -59,5 +61,7 @@ class PermanentFailure(AnswerFailed):
     """A failure another try will not cure: authentication, a rejected request, a blocked user."""
 
 
-class TryKilled(TransientFailure):
-    """The process answering was killed by a signal before the try could settle itself."""
+class GiveBack(BaseException):
+    """Raised into a job when its worker stops before the job is done (a cold stop, or a warm one while
+    the job still waits to start its try): the try in hand, if any, is given back uncounted and the
+    question is queued again at once for another worker."""

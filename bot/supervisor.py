@@ -7,25 +7,26 @@ in the same order and `up` exits 0.
     ─────                                          ────
     settings checked      ┐ refused: one line,     1. web, feishu, any other line but `worker` ─ SIGTERM:
     PORT free to bind     ┘ exit 1, nothing runs      intake stops (gunicorn finishes the posts it holds)
-    Redis (embedded) ─────────────────────┐        2. worker ─ SIGTERM: RQ's warm shutdown, the answers
+    Redis (embedded) ─────────────────────┐        2. worker ─ SIGTERM: its warm shutdown, the answers
     database migrated                     │           in flight finish and go out
     the Procfile's lines, in file order   │        3. what still runs CHATGATE_STOP_GRACE s after the
-      (sh -c LINE, each in a session      │           stop began (work-horses too) is SIGKILLed
+      (sh -c LINE, each in a session      │           stop began is SIGKILLed
        of its own, output prefixed)       └──────▶ 4. Redis last: SHUTDOWN SAVE (the embedded one only)
 
 Each line runs as `sh -c LINE` in a session of its own (as honcho runs it), so a Ctrl-C in the
 terminal reaches `up` alone; `up` sends each part its stop signal, in order, to the part's process
-group (gunicorn's master and workers; RQ's pool, workers and schedulers, but not the work-horses, which
-RQ puts in groups of their own and which must finish). A part counts as stopped when nothing of its
-session is left, so no orphan outlives `up`. A second signal during the stop hurries it: SIGINT to
-what still runs (gunicorn's quick stop, RQ's cold stop, which kills the work-horses: their questions
-are answered after the restart, by the reconciler), and whatever runs 5 s later is killed. A third
-kills at once. Redis is still saved.
+group (gunicorn's master and workers; the worker's pool and its processes). A part counts as stopped
+when nothing of its session is left (a child that moved to a process group of its own included), so
+no orphan outlives `up`. A second signal during the stop hurries it: SIGINT to what still runs
+(gunicorn's quick stop, the worker's cold stop, which gives the answers in flight back to the queue
+at once), and whatever runs 5 s later is killed. A third kills at once. Redis is still saved. The
+worker gives back what is left a few seconds before CHATGATE_STOP_GRACE runs out, so a stop within
+the grace kills nothing.
 
 A part dies when the process its Procfile line started exits (`sh` reports 128+N when its command
 was killed by signal N), or when the embedded redis-server exits. Deaths inside a part are the part's
 business: gunicorn's master replaces a dead gunicorn worker, and RQ's WorkerPool (`chatgate worker`
-with CHATGATE_WORKERS > 1) starts a new worker a second after one of its workers dies. With a
+with CHATGATE_WORKERS > 1) starts a new worker process a second after one of its processes dies. With a
 REDIS_URL of the operator's own, Redis is not ours to watch: the webhook keeps admitting into SQLite
 through an outage, RQ's workers retry once a second until Redis answers (the pool replaces one that
 gives up), and the reconciler re-queues what was lost.
@@ -195,12 +196,12 @@ class Part:
         return bool(session_members(self.proc.pid))
 
     def signal(self, signum: int) -> None:
-        """Send `signum` to the part's process group (not to RQ's work-horses: they have their own)."""
+        """Send `signum` to the part's process group (not to a child that moved to a group of its own)."""
         with suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signum)
 
     def kill(self) -> None:
-        """SIGKILL every process of the part's session, work-horses included."""
+        """SIGKILL every process of the part's session, those in process groups of their own included."""
         for pid in session_members(self.proc.pid):
             with suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)

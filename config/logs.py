@@ -3,7 +3,7 @@
 `configure_logging(settings)` sets the level and the format and installs redaction. Redaction is a
 log record factory (`logging.setLogRecordFactory`), so it covers every record of every logger in
 the process (ours, urllib3's, httpx's, openai's, RQ's, gunicorn's), whatever handler and formatter
-later write it, and processes forked afterwards (gunicorn workers, RQ work-horses) inherit it.
+later write it, and processes forked afterwards (gunicorn workers, the worker pool's processes) inherit it.
 Each record is rendered once, when it is created: the message after `%` formatting, the traceback
 (stored as `exc_text`, which formatters reuse instead of rendering it again) and `stack_info`.
 Then every credential in them becomes `[redacted]`:

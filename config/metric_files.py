@@ -8,7 +8,7 @@ layout chatgate keeps::
     <base>/                     PROMETHEUS_MULTIPROC_DIR as the operator set it, else
       .lock                     `<folder of CHATGATE_DB>/metrics`; created mode 700
       web-<host>-<pid>/         the gunicorn master's: its workers write here
-      worker-<host>-<pid>/      `chatgate worker`'s: its pool's workers and their work-horses
+      worker-<host>-<pid>/      `chatgate worker`'s: its pool's worker processes
       feishu-<host>-<pid>/      `chatgate feishu-connect`'s
 
 Each long-lived parent process (an *owner*) calls `prepare()` at start, before anything imports
@@ -20,11 +20,8 @@ sharing the volume) is left to that host; one whose container was recreated unde
 until removed by hand.
 
 Inside a folder, a gunicorn worker's files stay after it exits (its counts still count) except its live
-gauges, which the master drops (`process_dead`, from gunicorn's `child_exit`). RQ forks a work-horse
-per job, and each would leave its own files: the worker folds a horse's counters and histograms into
-its own `*_horses-<pid>.db` as soon as the horse exits (`absorb`), so a folder holds a few files per
-process however many jobs ran. `/metrics` reads the files under a shared lock that `absorb` takes
-exclusively, so a scrape never sees a horse's counts twice or not at all.
+gauges, which the master drops (`process_dead`, from gunicorn's `child_exit`). A worker process runs
+all its jobs itself (no process per job), so a folder holds a few files per long-lived process.
 """
 
 from __future__ import annotations
@@ -36,7 +33,6 @@ import os
 import shutil
 import socket
 import sys
-from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -141,34 +137,3 @@ def process_dead(pid: int) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(pid, str(folder))
-
-
-def absorb(pid: int) -> None:
-    """Fold an exited child's counters and histograms into this process's `<kind>_horses-<pid>.db`
-    and remove its files, so that forked work-horses leave no files behind."""
-    folder = own_dir()
-    if folder is None or not pid:
-        return
-    from prometheus_client.mmap_dict import MmapedDict
-
-    with locked(exclusive=True):
-        for kind in ("counter", "histogram"):
-            source = folder / f"{kind}_{pid}.db"
-            if not source.exists():
-                continue
-            target = folder / f"{kind}_horses-{os.getpid()}.db"
-            totals: dict[str, float] = defaultdict(float)
-            for path in (target, source):
-                if path.exists():
-                    for key, value, _timestamp, _pos in MmapedDict.read_all_values_from_file(str(path)):
-                        totals[key] += value
-            scratch = folder / f".{kind}_horses-{os.getpid()}.new"
-            scratch.unlink(missing_ok=True)  # a fold cut short earlier
-            merged = MmapedDict(str(scratch))
-            for key, value in totals.items():
-                merged.write_value(key, value, 0.0)
-            merged.close()
-            os.replace(scratch, target)
-            source.unlink()
-        for leftover in folder.glob(f"gauge_*_{pid}.db"):
-            leftover.unlink()

@@ -3,7 +3,7 @@
 They are recorded at the edges (the webhook handlers, the senders, the worker's jobs and reconciler),
 never inside `bot/`. In the web, worker and Feishu processes prometheus-client runs in multiprocess
 mode (`config/metric_files.py` sets its folder before this module is first imported), so `/metrics`
-adds up every gunicorn worker, RQ worker and work-horse; elsewhere (tests, one-off CLI commands) each
+adds up every gunicorn worker and worker process; elsewhere (tests, one-off CLI commands) each
 process counts on its own. The gauges read at scrape time (queue depth, live workers, Redis up) are
 in `handlers/metrics.py`.
 
@@ -21,7 +21,8 @@ in `handlers/metrics.py`.
                                                       path: passive_reply, fetch (继续), push (WeChat's
                                                       customer-service API), feishu_reply
     chatgate_refunds_total{platform,reason}           trial answers given back: failed, expired
-    chatgate_llm_requests_total{outcome}              LLM answers: ok, transient (retried), permanent
+    chatgate_llm_requests_total{outcome}              LLM answers: ok, transient (retried), permanent;
+                                                      rate_limited: a 429 waited out within the try
     chatgate_llm_first_token_seconds                  time to the first streamed token
     chatgate_llm_answer_seconds                       time to the whole answer
     chatgate_llm_tokens_total{kind}                   prompt and completion tokens, as the endpoint reports
@@ -47,8 +48,8 @@ REDELIVERIES = Counter("chatgate_redeliveries", "Platform re-posts of a message 
 PAGES_SENT = Counter("chatgate_pages_sent", "Pages (answer or notice) that went out, by path.",
                      ["platform", "path", "kind"])
 REFUNDS = Counter("chatgate_refunds", "Trial answers given back, by reason (failed, expired).", ["platform", "reason"])
-LLM_REQUESTS = Counter("chatgate_llm_requests", "LLM answers asked for, by outcome (ok, transient, permanent).",
-                       ["outcome"])
+LLM_REQUESTS = Counter("chatgate_llm_requests", "LLM answers asked for, by outcome (ok, transient, permanent; "
+                       "rate_limited: a 429 waited out within the try).", ["outcome"])
 LLM_FIRST_TOKEN = Histogram("chatgate_llm_first_token_seconds", "Seconds from the request to the first token.",
                             buckets=(0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 13, 21, 34, 60))
 LLM_ANSWER = Histogram("chatgate_llm_answer_seconds", "Seconds from the request to the whole answer.",

@@ -20,7 +20,9 @@ from config.values import (  # the parsers of the values
     MAX_FREE_TRIAL,
     MAX_WELCOME_DAYS,
     RATE_UNITS,
+    _at_least_one,
     _at_most,
+    _between,
     _currency,
     _delays,
     _log_format,
@@ -218,8 +220,15 @@ VARIABLES: tuple[Var, ...] = (
         "reachable, usually behind an HTTPS proxy), `127.0.0.1` in development."),
     Var("WEB_CONCURRENCY", "web_concurrency", _positive_int, 0,
         "gunicorn worker processes; default cores + 1."),
-    Var("CHATGATE_WORKERS", "workers", _positive_int, 4,
-        "RQ worker processes started by `chatgate worker` (each answers one question at a time)."),
+    Var("CHATGATE_WORKERS", "workers", _at_least_one, 2,
+        "Worker processes started by `chatgate worker`; each answers up to CHATGATE_WORKER_CONCURRENCY "
+        "questions at once. One process uses at most one CPU core."),
+    Var("CHATGATE_WORKER_CONCURRENCY", "worker_concurrency", _between(1, 10_000), 250,
+        "Answers one worker process works on at once (each an RQ job in a greenlet); it takes a job off "
+        "the queue only when one of these is free."),
+    Var("CHATGATE_LLM_CONCURRENCY", "llm_concurrency", _positive_int, 0,
+        "Most LLM calls in flight at once across all worker processes (a Redis semaphore); set it to your "
+        "provider's concurrent-request limit. 0 (default): no cap beyond the workers' concurrency."),
     Var("CHATGATE_STOP_GRACE", "stop_grace", _seconds, 30.0,
         "Seconds `chatgate up` gives web and worker to stop on SIGTERM or Ctrl-C (held posts answered, "
         "answers in flight finished) before it kills what is left; Redis then saves and stops."),
@@ -318,7 +327,9 @@ class Settings:
     port: int = 8000
     host: str = ""
     web_concurrency: int = 0
-    workers: int = 4
+    workers: int = 2
+    worker_concurrency: int = 250
+    llm_concurrency: int = 0
     stop_grace: float = 30.0
     queue_name: str = "chatgate"
     log_level: str = "INFO"

@@ -45,6 +45,23 @@ MAX_FREE_TRIAL = 1_000_000
 """`bot.limits.MAX_TRIAL_ADD`: the most free answers one trial addition gives."""
 
 
+def _at_least_one(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _between(low: int, high: int) -> Callable[[str], int]:
+    """A whole number from `low` to `high`."""
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+    return parse
+
+
 def _whole_seconds(raw: str) -> int:
     value = int(raw)
     if value < 1:

@@ -13,12 +13,13 @@ third of the users ask again while an earlier question of theirs is still on its
 
 The faults, at fixed points of the load (fractions of its length), and throughout it:
   throughout  the LLM fails 20 % of calls (half HTTP 500, half a stall past CHATGATE_LLM_TIMEOUT)
-  10 %, 35 %  a work-horse SIGKILLed mid-answer (as the OOM killer does)
+  10 %, 35 %  a worker process SIGKILLed with its answers in flight (as the OOM killer does; its pool
+              starts another)
   20 %        Redis SIGKILLed, restarted empty 3 s later
   45 %        the push API answers HTTP 503 for `--outage` seconds (default 120)
   60 %        Redis wiped (FLUSHALL)
   70 %        a SQLite write lock held for 6 s (past WeChat's 5 s)
-  80 %        the whole worker SIGKILLed (pool, workers, horses), started again 2 s later
+  80 %        the whole worker SIGKILLed (the pool and its processes), started again 2 s later
   88 %        the push API refuses every push for good (40164) for 10 s: those answers wait
 After the load the bot drains; then every user with something still waiting comes back and sends
 继续 (as people do), and the tally is taken from what each asker read (passive replies and pushes)
@@ -65,7 +66,7 @@ def bot_env(tmp: Path, wechat: FakeWeChat, llm: FakeLLM) -> dict:
         "WECHAT_TOKEN": wechat_sim.TOKEN, "WECHAT_APP_ID": wechat_sim.APP_ID,
         "WECHAT_APP_SECRET": wechat_sim.APP_SECRET, "WECHAT_AES_KEY": wechat_sim.AES_KEY,
         "WECHAT_API_BASE": wechat.url, "WECHAT_HTTP_TIMEOUT": "5", "WECHAT_REPLY_WAIT": "4.5",
-        "CHATGATE_WORKERS": "8", "CHATGATE_LOG_LEVEL": "WARNING", "PYTHONDONTWRITEBYTECODE": "1",
+        "CHATGATE_WORKERS": "2", "CHATGATE_LOG_LEVEL": "WARNING", "PYTHONDONTWRITEBYTECODE": "1",
         # 0 = the config's default (cores + 1); gunicorn itself also parses this variable
         "WEB_CONCURRENCY": os.environ.get("WEB_CONCURRENCY") or "0",
     })
@@ -81,11 +82,11 @@ def hold_sqlite_lock(db_path: str, seconds: float) -> None:
 
 
 def faults(bot: LiveBot, wechat: FakeWeChat, outage: float, log) -> list[tuple[float, str, Callable]]:
-    def kill_horse():
+    def kill_a_worker():
         try:
-            log(f"killed work-horse {bot.kill_a_horse(timeout=10)}")
+            log(f"killed worker process {bot.kill_a_worker_process(timeout=10)}")
         except TimeoutError:
-            log("no work-horse to kill")
+            log("no worker process to kill")
 
     def redis_down():
         bot.kill_redis()
@@ -98,9 +99,9 @@ def faults(bot: LiveBot, wechat: FakeWeChat, outage: float, log) -> list[tuple[f
         bot.start_worker()
 
     return [
-        (0.10, "work-horse SIGKILLed", kill_horse),
+        (0.10, "a worker process SIGKILLed", kill_a_worker),
         (0.20, "Redis SIGKILLed, restarted empty", redis_down),
-        (0.35, "work-horse SIGKILLed", kill_horse),
+        (0.35, "a worker process SIGKILLed", kill_a_worker),
         (0.45, f"push API down ({outage:g} s)", lambda: wechat.down_for(outage)),
         (0.60, "Redis wiped", bot.wipe_redis),
         (0.70, "SQLite write lock for 6 s", lambda: hold_sqlite_lock(bot.env["CHATGATE_DB"], 6)),

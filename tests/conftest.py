@@ -106,13 +106,15 @@ def store(env):
 
 @pytest.fixture
 def run_worker(env, redis_url):
-    """Run chatgate's real (forking) RQ worker in burst mode until the queue is empty."""
-    from workers.worker import ChatgateWorker
+    """Run chatgate's real RQ worker in burst mode until the queue is empty, in this process (not
+    patched by gevent: its jobs take turns rather than run at once; tests/test_pool.py runs the real
+    `chatgate worker` process for that)."""
+    from workers.pool import GeventWorker
 
     def run(with_scheduler: bool = False):
         handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         connection = Redis.from_url(redis_url)
-        worker = ChatgateWorker(["chatgate"], connection=connection, serializer=JSONSerializer)
+        worker = GeventWorker(["chatgate"], connection=connection, serializer=JSONSerializer)
         try:
             worker.work(burst=True, with_scheduler=with_scheduler)
         finally:  # RQ installs its own signal handlers in this process

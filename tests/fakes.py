@@ -32,6 +32,8 @@ class RecordedRequest:
     headers: dict[str, str]
     body: Any
     raw: bytes = b""
+    at: float = field(default_factory=time.monotonic)
+    """When it came (`time.monotonic()`)."""
 
 
 @dataclass
@@ -45,6 +47,7 @@ class Response:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive like the real APIs; streamed bodies use chunked encoding
+    disable_nagle_algorithm = True  # as servers do: a kept-alive connection's small writes go out at once
     server: _Server
 
     def log_message(self, format, *args):  # noqa: A002 - silence the default stderr logging
@@ -62,11 +65,15 @@ class _Handler(BaseHTTPRequestHandler):
                               {k.lower(): v for k, v in self.headers.items()}, body, raw)
         owner = self.server.owner
         owner._record(req)
+        owner._enter(req)
         try:
-            resp = owner.route(req)
-        except Exception as exc:  # a bug in a fake must show up as a 500, not a hung client
-            resp = Response(500, {"error": {"message": f"fake server error: {exc!r}", "type": "server_error"}})
-        self._send(resp)
+            try:
+                resp = owner.route(req)
+            except Exception as exc:  # a bug in a fake must show up as a 500, not a hung client
+                resp = Response(500, {"error": {"message": f"fake server error: {exc!r}", "type": "server_error"}})
+            self._send(resp)
+        finally:
+            owner._leave(req)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _dispatch
 
@@ -96,6 +103,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 1024  # hundreds of clients connecting at once (socketserver's default is 5)
     block_on_close = False  # never join handler threads on close: a stalled handler must not block stop()
     owner: RecordingServer
 
@@ -169,6 +177,12 @@ class RecordingServer:
         with self._cond:
             self._requests.append(req)
             self._cond.notify_all()
+
+    def _enter(self, req: RecordedRequest):
+        """Subclass hook: a request is being answered (called before `route`)."""
+
+    def _leave(self, req: RecordedRequest):
+        """Subclass hook: its response has been sent to the end (or the client went away)."""
 
     def _wait(self, predicate: Callable[[], bool], timeout: float, what: str):
         with self._cond:
@@ -338,7 +352,9 @@ class FakeLLM(RecordingServer):
     """An OpenAI-compatible chat-completions server. `.url` already ends in /v1 (use it as base_url).
 
     `.calls` holds the JSON body of every POST /v1/chat/completions, in order, including those
-    rejected for a wrong key (401) or failed on purpose; `.requests` has their headers.
+    rejected for a wrong key (401) or failed on purpose; `.requests` has their headers. `.in_flight`
+    counts the chat calls being answered right now (until the last byte of a stream is sent) and
+    `.peak` the most there were at once.
     """
 
     def __init__(self, api_key: str = "test-key", model: str = "fake-model"):
@@ -349,10 +365,12 @@ class FakeLLM(RecordingServer):
         self._calls: list[dict] = []
         self._fail_status, self._fail_times = 500, 0
         self._delay = 0.0
+        self._fail_headers: dict[str, str] = {}
         self._flaky: tuple[float, float, random.Random] | None = None
         self.usage = "asked"
         """When streams carry usage: `asked` (when the request's `stream_options.include_usage` asks),
         `never` (an endpoint that sends none), `refuse` (one that answers 400 to `stream_options`)."""
+        self.in_flight = self.peak = 0
 
     @property
     def url(self) -> str:
@@ -361,9 +379,22 @@ class FakeLLM(RecordingServer):
     def _reset_state(self):
         self._calls.clear()
         self.answer_fn, self.chunk_delay = _default_answer, 0.0
-        self._fail_status, self._fail_times, self._delay = 500, 0, 0.0
+        self._fail_status, self._fail_times, self._delay, self._fail_headers = 500, 0, 0.0, {}
         self._flaky = None
         self.usage = "asked"
+        self.peak = self.in_flight
+
+    def _enter(self, req: RecordedRequest):
+        if req.path == "/v1/chat/completions":
+            with self._cond:
+                self.in_flight += 1
+                self.peak = max(self.peak, self.in_flight)
+
+    def _leave(self, req: RecordedRequest):
+        if req.path == "/v1/chat/completions":
+            with self._cond:
+                self.in_flight -= 1
+                self._cond.notify_all()
 
     def flaky(self, rate: float, stall: float, seed: int = 0):
         """Make a random `rate` of calls fail: half with HTTP 500, half by stalling `stall` seconds
@@ -375,10 +406,11 @@ class FakeLLM(RecordingServer):
         """Answer every call with `text`."""
         self.answer_fn = lambda messages: text
 
-    def fail(self, status: int = 500, times: int | None = 1):
-        """Make the next `times` calls return an OpenAI-style error with `status`; times=None means always."""
+    def fail(self, status: int = 500, times: int | None = 1, headers: dict[str, str] | None = None):
+        """Make the next `times` calls return an OpenAI-style error with `status` (and `headers`, e.g.
+        `{"Retry-After": "2"}`); times=None means always."""
         with self._cond:
-            self._fail_status, self._fail_times = status, times
+            self._fail_status, self._fail_times, self._fail_headers = status, times, dict(headers or {})
 
     def delay(self, seconds: float):
         """Sleep `seconds` before answering each call (cut short by stop()/reset())."""
@@ -421,7 +453,9 @@ class FakeLLM(RecordingServer):
             self._sleep(self._flaky[1])
         self._sleep(self._delay)
         if failing:
-            return _error(self._fail_status, f"scripted failure ({self._fail_status})")
+            error = _error(self._fail_status, f"scripted failure ({self._fail_status})")
+            error.headers.update(self._fail_headers)
+            return error
         if not isinstance(body.get("messages"), list):
             return _error(400, "'messages' is a required property")
         if self.usage == "refuse" and "stream_options" in body:

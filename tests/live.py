@@ -117,8 +117,8 @@ class LiveBot:
     # -- faults --------------------------------------------------------------------------------------
 
     def _worker_session(self) -> list[tuple[int, int]]:
-        """(pid, process group) of every process of the worker's session: the pool, its workers,
-        their schedulers and work-horses."""
+        """(pid, process group) of every process of the worker's session: `chatgate worker` and, with
+        CHATGATE_WORKERS > 1, the worker processes of its pool."""
         found = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -127,30 +127,32 @@ class LiveBot:
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if self.worker and int(fields[3]) == self.worker.pid:
+            if self.worker and int(fields[3]) == self.worker.pid and fields[0] not in ("Z", "X"):
                 found.append((int(entry.name), int(fields[2])))
         return found
 
-    def horses(self) -> list[int]:
-        """The work-horses answering right now: RQ puts each in a process group of its own."""
-        return [pid for pid, pgrp in self._worker_session() if pgrp == pid != self.worker.pid]
-
-    def kill_a_horse(self, timeout: float = 20) -> int:
-        """SIGKILL the first work-horse that shows up (as the OOM killer would)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for pid in self.horses():
-                os.kill(pid, signal.SIGKILL)
-                return pid
-            time.sleep(0.05)
-        raise TimeoutError("no work-horse appeared")
-
     def kill_worker(self) -> None:
-        """SIGKILL the whole worker at once, as a host crash would: its pool, the workers and their
-        work-horses (which RQ puts in process groups of their own)."""
+        """SIGKILL the whole worker at once, as a host crash or the OOM killer would: every process of
+        it, with all the answers it has in flight."""
         for pid, _ in self._worker_session():
             os.kill(pid, signal.SIGKILL)
         self.worker.wait()
+
+    def kill_a_worker_process(self, timeout: float = 20) -> int:
+        """SIGKILL one worker process of `chatgate worker`'s pool (CHATGATE_WORKERS > 1) with the answers
+        it has in flight, as the OOM killer would; the pool starts another. Returns its pid."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for pid, _ in self._worker_session():
+                if pid != self.worker.pid and _parent(pid) == self.worker.pid:
+                    os.kill(pid, signal.SIGKILL)
+                    return pid
+            time.sleep(0.05)
+        raise TimeoutError("no worker process of a pool appeared")
+
+    def stop_worker(self, signum: int = signal.SIGTERM) -> None:
+        """Send `signum` to the worker's process group, as `chatgate up` and systemd do (no wait)."""
+        os.killpg(self.worker.pid, signum)
 
     def kill_redis(self) -> None:
         os.kill(self.redis.proc.pid, signal.SIGKILL)
@@ -162,6 +164,13 @@ class LiveBot:
     def wipe_redis(self) -> None:
         with self.redis.client() as r:
             r.flushall()
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return 0
 
 
 @dataclass
@@ -258,3 +267,48 @@ def tally(db_path: str | Path, questions: dict[str, str], read: dict[str, list[s
                                 f"status {[r[1] for r in rows]}")
     db.close()
     return result
+
+
+# -- for the tests that drive it ---------------------------------------------------------------------
+
+
+def texts_read(askers: list[Asker], fake_wechat) -> dict[str, list[str]]:
+    read = {a.openid: list(a.replies) for a in askers}
+    for to, content in fake_wechat.sent:
+        read.setdefault(to, []).append(content)
+    return read
+
+
+def settle(bot: LiveBot, askers: list[Asker], questions: dict[str, str], fake_wechat, timeout: float = 60) -> Tally:
+    """Wait until every question is settled exactly once; fail with the tally and the log if not."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = tally(bot.env["CHATGATE_DB"], questions, texts_read(askers, fake_wechat))
+        # A pushed page reaches the fake WeChat a moment before SQLite records it sent: wait for both.
+        if (result.exact and not pages_pushing(bot.env["CHATGATE_DB"])) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert result.exact, f"{result.line()}; {result.wrong}\n{bot.log()[-4000:]}"
+    no_page_twice(bot.env["CHATGATE_DB"], fake_wechat)
+    return result
+
+
+def no_page_twice(db_path: str, fake_wechat) -> None:
+    pushed = fake_wechat.sent
+    assert len(pushed) == len(set(pushed)), "a page was pushed twice"
+    assert not pages_pushing(db_path), "a page was left pushing"
+
+
+def pages_pushing(db_path: str) -> int:
+    db = sqlite3.connect(db_path)
+    try:
+        return db.execute("SELECT COUNT(*) FROM pages WHERE state = 'pushing'").fetchone()[0]
+    finally:
+        db.close()
+
+
+def ask_all(bot: LiveBot, count: int, prefix: str, first_msg_id: int) -> tuple[list[Asker], dict, list]:
+    askers = [Asker(bot.url, f"o{prefix}{i:03d}") for i in range(count)]
+    questions = {f"{prefix}-{i:03d}": a.openid for i, a in enumerate(askers)}
+    threads = [a.say_in_background(q, first_msg_id + i) for i, (q, a) in enumerate(zip(questions, askers, strict=True))]
+    return askers, questions, threads

@@ -66,11 +66,11 @@ def as_up_runs_them(monkeypatch, server):
 
 def run_worker(server):
     """chatgate's real worker, in burst mode, on the embedded Redis."""
-    from workers.worker import ChatgateWorker
+    from workers.pool import GeventWorker
 
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        ChatgateWorker(["chatgate"], connection=server.client(), serializer=JSONSerializer).work(burst=True)
+        GeventWorker(["chatgate"], connection=server.client(), serializer=JSONSerializer).work(burst=True)
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)

@@ -7,13 +7,17 @@ once, charged once, and no page may have gone out twice.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import threading
 import time
 
 import pytest
+from redis import Redis
+from rq import Queue
+from rq.suspension import resume, suspend
 
-from tests.live import Asker, LiveBot, tally
+from tests.live import Asker, LiveBot, ask_all, settle
 
 FAST = {"WEB_CONCURRENCY": "2", "CHATGATE_WORKERS": "2", "CHATGATE_RECONCILE_INTERVAL": "1",
         "CHATGATE_RETRY_DELAYS": "1,1", "CHATGATE_LLM_TIMEOUT": "4", "WECHAT_REPLY_WAIT": "4.5",
@@ -27,87 +31,69 @@ def bot(env, tmp_path, fake_wechat, fake_llm):
     b.stop()
 
 
-def texts_read(askers: list[Asker], fake_wechat) -> dict[str, list[str]]:
-    read = {a.openid: list(a.replies) for a in askers}
-    for to, content in fake_wechat.sent:
-        read.setdefault(to, []).append(content)
-    return read
-
-
-def settle(bot: LiveBot, askers: list[Asker], questions: dict[str, str], fake_wechat, timeout: float = 60):
-    """Wait until every question is settled exactly once; fail with the tally and the log if not."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = tally(bot.env["CHATGATE_DB"], questions, texts_read(askers, fake_wechat))
-        # A pushed page reaches the fake WeChat a moment before SQLite records it sent: wait for both.
-        if (result.exact and not pages_pushing(bot.env["CHATGATE_DB"])) or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert result.exact, f"{result.line()}; {result.wrong}\n{bot.log()[-4000:]}"
-    no_page_twice(bot.env["CHATGATE_DB"], fake_wechat)
-    return result
-
-
-def no_page_twice(db_path: str, fake_wechat) -> None:
-    pushed = fake_wechat.sent
-    assert len(pushed) == len(set(pushed)), "a page was pushed twice"
-    assert not pages_pushing(db_path), "a page was left pushing"
-
-
-def pages_pushing(db_path: str) -> int:
-    db = sqlite3.connect(db_path)
-    try:
-        return db.execute("SELECT COUNT(*) FROM pages WHERE state = 'pushing'").fetchone()[0]
-    finally:
-        db.close()
-
-
-def ask_all(bot: LiveBot, count: int, prefix: str, first_msg_id: int) -> tuple[list[Asker], dict, list]:
-    askers = [Asker(bot.url, f"o{prefix}{i:03d}") for i in range(count)]
-    questions = {f"{prefix}-{i:03d}": a.openid for i, a in enumerate(askers)}
-    threads = [a.say_in_background(q, first_msg_id + i) for i, (q, a) in enumerate(zip(questions, askers, strict=True))]
-    return askers, questions, threads
-
-
-def test_a_work_horse_killed_mid_answer_on_the_first_try_is_answered_once(bot, fake_llm, fake_wechat):
-    bot.start()
-    fake_llm.delay(3)
-    askers, questions, threads = ask_all(bot, 1, "kill1", 8100000000000001)
-    fake_llm.wait_for_calls(1)
-    bot.kill_a_horse()
+def test_the_worker_killed_with_many_answers_in_flight_answers_each_once_after_its_restart(bot, fake_llm,
+                                                                                          fake_wechat, store):
+    """A host crash or the OOM killer: the worker process dies with 20 answers in flight, their tries
+    unsettled. The reconciler restarts each when its lease runs out; none is answered twice."""
+    bot.start(CHATGATE_LLM_TIMEOUT="2", WECHAT_REPLY_WAIT="0", CHATGATE_WORKERS="1")  # a lease of 2 + 30 + 15 s
+    fake_llm.delay(1.5)
+    askers, questions, threads = ask_all(bot, 20, "killmany", 8100000000000001)
+    fake_llm.wait_for_calls(20)
+    bot.kill_worker()
+    bot.start_worker()
     for t in threads:
         t.join()
-    settle(bot, askers, questions, fake_wechat)
-    assert len(fake_llm.calls) == 2  # the killed try and the next
+    settle(bot, askers, questions, fake_wechat, timeout=90)
+    assert sum(map(int, re.findall(r"dead tries restarted (\d+)", bot.log()))) == 20  # in one pass or a few
+    assert {d["attempts"] for a in askers for d in store.deliveries(store.find_user("wechat", a.openid)["id"])} == {2}
 
 
-def test_a_work_horse_killed_on_the_last_try_is_refunded_and_told_once(bot, fake_llm, fake_wechat, store):
-    bot.start()
-    fake_llm.delay(2)
+def test_the_worker_killed_on_a_last_try_refunds_and_tells_once(bot, fake_llm, fake_wechat, store):
+    """The try that dies with its worker is the question's last: when its lease runs out the reconciler
+    gives it up, refunded and told once."""
+    bot.start(CHATGATE_LLM_TIMEOUT="2", WECHAT_REPLY_WAIT="0")
     fake_llm.fail(500, times=2)
     askers, questions, threads = ask_all(bot, 1, "killlast", 8100000000000101)
+    fake_llm.wait_for_calls(2, timeout=30)
+    fake_llm.delay(1.5)
     fake_llm.wait_for_calls(3, timeout=30)
-    bot.kill_a_horse()
+    bot.kill_worker()
+    bot.start_worker()
     for t in threads:
         t.join()
-    result = settle(bot, askers, questions, fake_wechat)
-    assert result.refunded_and_told == 1
+    result = settle(bot, askers, questions, fake_wechat, timeout=90)
+    assert result.refunded_and_told == 1 and "dead last tries given up 1" in bot.log()
     user = store.find_user("wechat", askers[0].openid)
     assert user["trial_used"] == 0
     assert [r["kind"] for r in store.ledger(user["id"])] == ["trial_start", "trial_use", "trial_refund"]
 
 
-def test_a_worker_killed_whole_is_finished_by_the_reconciler_when_the_lease_runs_out(bot, fake_llm, fake_wechat):
-    bot.start(CHATGATE_LLM_TIMEOUT="2", WECHAT_REPLY_WAIT="0")  # a lease of 2 + 30 + 15 s
-    fake_llm.delay(1.5)
-    askers, questions, threads = ask_all(bot, 1, "killall", 8100000000000201)
-    fake_llm.wait_for_calls(1)
-    bot.kill_worker()  # the pool, its workers and the horse: nobody settles the try
-    bot.start_worker()
-    for t in threads:
-        t.join()
-    settle(bot, askers, questions, fake_wechat, timeout=90)
-    assert "dead tries restarted 1" in bot.log()
+@pytest.mark.parametrize("last", [False, True], ids=["first-try", "every-try"])
+def test_a_try_killed_by_its_job_timeout_is_tried_again_or_refunded_once(bot, fake_llm, fake_wechat, store, last):
+    """RQ's job timeout ends a try that hangs (here: an LLM slower than the job's 2 s timeout, within the
+    answer's own deadline) in its greenlet only; the try settles itself: tried again, or, after the last,
+    refunded and told."""
+    bot.start(CHATGATE_LLM_TIMEOUT="20", WECHAT_REPLY_WAIT="0")
+    fake_llm.delay(5)
+    with Redis.from_url(bot.env["REDIS_URL"]) as r:
+        suspend(r)  # while the question is queued, its job is given a 2 s timeout
+        time.sleep(1.5)
+        askers, questions, threads = ask_all(bot, 1, f"jobtimeout{int(last)}", 8100000000000301 + int(last))
+        for t in threads:
+            t.join()
+        [job_id] = Queue("chatgate", connection=r).job_ids
+        r.hset(f"rq:job:{job_id}", "timeout", 2)
+        resume(r)
+    fake_llm.wait_for_calls(1, timeout=20)
+    if not last:
+        fake_llm.delay(0)
+    result = settle(bot, askers, questions, fake_wechat, timeout=60)
+    [d] = store.deliveries(store.find_user("wechat", askers[0].openid)["id"])
+    assert "JobTimeoutException" in bot.log()
+    if last:
+        assert result.refunded_and_told == 1 and d["attempts"] == 3 and len(fake_llm.calls) == 3
+    else:
+        assert result.answered_once == 1 and d["attempts"] == 2 and len(fake_llm.calls) == 2
 
 
 @pytest.mark.parametrize("fault", ["killed", "wiped"])

@@ -1,5 +1,5 @@
 """`/healthz`, `/readyz` and `/metrics` through the Flask app: a real SQLite file, a real Redis that can
-be stopped, a real (forking) RQ worker, the real openai client probing the fake LLM. Whatever is
+be stopped, chatgate's real RQ worker, the real openai client probing the fake LLM. Whatever is
 down, the answer is JSON (200 or 503 naming the part), never an error page."""
 
 from __future__ import annotations

@@ -220,7 +220,7 @@ def test_debug_logs_of_web_and_worker_name_every_call_and_hold_no_secret(redis_w
 def test_feishu_debug_logs_of_webhook_and_worker_hold_no_secret(feishu, feishu_env, run_worker, fake_feishu,
                                                                fake_llm, caplog, tmp_path):
     caplog.set_level(logging.DEBUG)
-    handler = logging.FileHandler(tmp_path / "feishu.log")  # the worker's forked work-horse writes here too
+    handler = logging.FileHandler(tmp_path / "feishu.log")  # the webhook and the worker write here
     handler.setFormatter(logging.Formatter(FORMAT))
     logging.getLogger().addHandler(handler)
     try:

@@ -205,24 +205,16 @@ def test_sigterm_lets_the_answer_in_flight_go_out_and_saves_redis(up, fake_llm, 
 
 def test_ctrl_c_stops_it_cleanly_and_an_idle_worker_hears_it_at_once(up):
     up.start().wait_ready()
-    # RQ's workers start a pubsub thread; it must leave SIGTERM and SIGINT to the main thread, or an
-    # idle worker sleeps on in its BLPOP (up to 30 s) before it stops.
+    # An idle worker waits on the queue a second at a time: it hears the stop at once, not after the
+    # dequeue timeout (30 s).
     pool = up.part("worker")
-    rq_workers = [p for p in processes() if p["ppid"] == pool["pid"] and "chatgate worker" in p["cmdline"]]
-    stop_bits = (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGINT - 1))
-    helper_threads = 0
-    for p in rq_workers:
-        for task in Path(f"/proc/{p['pid']}/task").iterdir():
-            if int(task.name) != p["pid"]:
-                helper_threads += 1
-                blocked = next(row for row in (task / "status").read_text().splitlines() if row.startswith("SigBlk"))
-                assert int(blocked.split()[1], 16) & stop_bits == stop_bits, (p, task.name, blocked)
-    assert helper_threads >= 2  # one pubsub thread per worker
+    workers = [p for p in processes() if p["ppid"] == pool["pid"] and "chatgate worker" in p["cmdline"]]
+    assert len(workers) == 2  # CHATGATE_WORKERS processes under the pool
     os.killpg(up.proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole foreground process group
     stopped_at = time.monotonic()
     assert up.wait(timeout=20) == 0
     out = up.output()
-    assert time.monotonic() - stopped_at < 12, out
+    assert time.monotonic() - stopped_at < 8, out
     assert "SIGINT received" in out and "Traceback" not in out and "killing" not in out, out
     assert up.left_running() == [], out
 
@@ -240,7 +232,8 @@ def test_a_port_in_use_is_one_line_and_nothing_starts(up):
     assert up.left_running() == []
 
 
-# A worker that ignores SIGTERM, with a child in a process group of its own (as RQ's work-horses are).
+# A worker that ignores SIGTERM, with a child in a process group of its own (which a signal to the
+# part's group does not reach).
 STUBBORN = """
 import os, signal, time
 from pathlib import Path
@@ -254,7 +247,7 @@ time.sleep(600)
 """
 
 
-def test_what_outlives_the_grace_is_killed_work_horses_too(tmp_path):
+def test_what_outlives_the_grace_is_killed_children_in_groups_of_their_own_too(tmp_path):
     (tmp_path / "stubborn.py").write_text(STUBBORN)
     (tmp_path / "Procfile").write_text(f"web: {sys.executable} -c 'import time; time.sleep(600)'\n"
                                        f"worker: {sys.executable} stubborn.py\n")

@@ -1,5 +1,5 @@
-"""Watching the running bot: the Procfile's gunicorn web (2 workers) and `chatgate worker` (2 RQ workers
-forking a work-horse per job) on a Redis of their own, with JSON logs. Signed WeChat messages are
+"""Watching the running bot: the Procfile's gunicorn web (2 workers) and `chatgate worker` (2 worker
+processes, many answers at once in each) on a Redis of their own, with JSON logs. Signed WeChat messages are
 answered; then `/metrics`, read over HTTP from loopback, must add up what every process did, `/readyz`
 must name what is down as it goes down, and every line either process wrote must be one JSON object.
 """
@@ -109,7 +109,7 @@ def test_the_running_bot_adds_up_its_metrics_says_what_is_down_and_logs_json(env
         pushed = sum(1 for _, text in fake_wechat.sent if text.startswith("echo: "))
         assert passive + pushed == asked and pushed >= 2
 
-        # /metrics adds up the two web workers, the RQ workers and their (exited) work-horses.
+        # /metrics adds up the two web workers and the two worker processes.
         def settled():
             f = figures(url)
             return f.get(("chatgate_llm_requests_total", (("outcome", "ok"),))) == asked and f
@@ -127,7 +127,7 @@ def test_the_running_bot_adds_up_its_metrics_says_what_is_down_and_logs_json(env
         assert f[("chatgate_queue_jobs", (("state", "queued"),))] == 0
         assert not any(name == "chatgate_redeliveries_total" for name, _ in f)
 
-        # The work-horses left no files: each file left belongs to a live process or holds folded counts.
+        # Each file left belongs to a live process.
         metrics_dir = Path(env["CHATGATE_DB"]).parent / "metrics"
         owners = sorted(p.name.split("-")[0] for p in metrics_dir.iterdir() if p.is_dir())
         assert owners == ["web", "worker"]

@@ -20,10 +20,12 @@ HANDOFF_S = 1.0
 DELIVERED, WAITING, RETRY = "delivered", "waiting", "retry"
 
 
-def push_pages(store: Store, sender, wakeups: Wakeups, delivery_id: int, *, retry_s: float) -> str:
+def push_pages(store: Store, sender, wakeups: Wakeups, delivery_id: int, *, retry_s: float,
+               held: bool | None = None) -> str:
     """Push what the delivery has ready, within the sender's budget. Returns `delivered` (nothing
     left), `waiting` (pages wait for a passive reply or `继续`) or `retry` (a push failed for a
-    reason that may pass: the reconciler tries again `retry_s` later).
+    reason that may pass: the reconciler tries again `retry_s` later). `held`: whether a webhook
+    holds the question, if the caller just learnt it (None: look).
 
     Raises `PermanentFailure` when an answer page can never go out (Feishu refused it for good):
     the caller gives the question up.
@@ -32,8 +34,11 @@ def push_pages(store: Store, sender, wakeups: Wakeups, delivery_id: int, *, retr
     if not sender.may_push():
         return _wait_for_fetch(store, d)
     deadline = time.monotonic() + HANDOFF_S
-    while wakeups.held(delivery_id) and time.monotonic() < deadline:
+    if held is None:
+        held = wakeups.held(delivery_id)
+    while held and time.monotonic() < deadline:
         time.sleep(0.05)  # a held webhook takes a ready answer within milliseconds
+        held = wakeups.held(delivery_id)
     pushed = store.pushed_count(delivery_id)
     budget = sender.push_budget
     while budget is None or pushed < budget:

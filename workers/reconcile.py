@@ -3,8 +3,9 @@
 One pass looks at every delivery whose `due_at` has passed (see `bot/delivery.py`) and at pages left
 `pushing`, and only moves states and queues jobs (the jobs do the slow work):
 
-  queued     its job is not in Redis any more (Redis lost it, or RQ gave up on it) → queued again
-  answering  the try's lease ran out (its work-horse or worker died) → queued again, or, when the
+  queued     its job is not in Redis any more (Redis lost it, or RQ gave up on it) → queued again,
+             unless it waits behind an earlier question of its user (whose end queues it)
+  answering  the try's lease ran out (its worker died) → queued again, or, when the
              tries are spent, given up: refunded, the apology left as a page
   answered   past `expires_at` with no page taken → expired (refunded, a note left); pages ready on
              an account that may push → a job pushes them again
@@ -30,14 +31,17 @@ from rq.job import Job, JobStatus
 from bot import texts
 from bot.delivery import ANSWERED, ANSWERING, PUSH_LEASE_S, QUEUED
 from config import metrics
-from workers.answer import Context, give_up
+from workers.answer import Context, give_up, requeue
 from workers.deliver import log_fields
 from workers.orders import recheck_orders
-from workers.queue import enqueue_answer, first_job_id
+from workers.queue import first_job_id
 
 log = logging.getLogger("chatgate.reconcile")
 
 LOCK_KEY = "chatgate:reconcile"
+BEAT_S = 90
+"""A started job whose worker has not beaten for it this long is taken for dead (the worker beats for
+every job it runs each 30 s, `workers/pool.py`)."""
 
 
 def reconcile(ctx: Context, now: float | None = None) -> Counter:
@@ -77,6 +81,9 @@ def _act(ctx: Context, d: dict, job_alive: bool, now: float) -> str:
         if job_alive:
             store.set_due(d["id"], now + ctx.settings.recheck_s)
             return "still in the queue"
+        if d["waits"] and d["behind"] is not None:
+            store.set_due(d["id"], now + ctx.settings.recheck_s)
+            return "waiting behind an earlier question"
         requeue(ctx, d, now)
         return "lost jobs queued again"
     if status == ANSWERING:
@@ -108,24 +115,15 @@ def _act(ctx: Context, d: dict, job_alive: bool, now: float) -> str:
     return "waiting for the user"
 
 
-def requeue(ctx: Context, d: dict, now: float) -> str:
-    """Queue a new job for the delivery (under a new id: RQ runs a re-used id twice) and remember it."""
-    job_id = f"{first_job_id(d['platform'], d['message_key'])[:100]}-r{int(now * 1000) % 10**12}"
-    enqueue_answer(ctx.queue, ctx.settings, {"delivery_id": d["id"], "platform": d["platform"],
-                                             "user": d["user_external_id"], "message_key": d["message_key"]},
-                   job_id=job_id)
-    ctx.store.set_due(d["id"], now + ctx.settings.recheck_s, job_id=job_id)
-    return job_id
-
-
 def _job_id(d: dict) -> str:
     return d["job_id"] or first_job_id(d["platform"], d["message_key"])
 
 
 def _alive(ctx: Context, job_ids: list[str]) -> set[str]:
     """The jobs that will still run: queued, deferred, scheduled and not overdue (a scheduler that died
-    leaves its retries in RQ's registry), or started within the job timeout (a started job whose
-    worker died stays "started" until RQ cleans its registry)."""
+    leaves its retries in RQ's registry), or started and alive: its worker beat for it lately (a
+    started job whose worker died stays "started" until RQ cleans its registry), or it started within
+    the job timeout (a worker that does not beat for its jobs)."""
     if not job_ids:
         return set()
     jobs = Job.fetch_many(job_ids, connection=ctx.redis, serializer=ctx.queue.serializer)
@@ -142,8 +140,9 @@ def _alive(ctx: Context, job_ids: list[str]) -> set[str]:
                 due = now
             if due > now - timedelta(seconds=ctx.settings.recheck_s):
                 alive.add(job.id)
-        elif status == JobStatus.STARTED and job.started_at is not None:
-            if _utc(job.started_at) > now - timedelta(seconds=ctx.settings.job_timeout):
+        elif status == JobStatus.STARTED:
+            beat = job.last_heartbeat or job.started_at
+            if beat is not None and _utc(beat) > now - timedelta(seconds=max(ctx.settings.job_timeout, BEAT_S)):
                 alive.add(job.id)
     return alive
 

@@ -28,16 +28,19 @@ class Wakeups:
     def _key(self, kind: str, delivery_id: int) -> str:
         return f"{self.prefix}{kind}:{delivery_id}"
 
-    def notify(self, delivery_id: int) -> None:
-        """Something of this delivery is ready (an answer, an apology)."""
+    def notify(self, delivery_id: int) -> bool | None:
+        """Something of this delivery is ready (an answer, an apology). Returns whether a webhook holds
+        it right now (None: not known), in the same round trip."""
         try:
-            with self.redis.pipeline() as p:
+            with self.redis.pipeline(transaction=False) as p:
                 p.lpush(self._key("wake", delivery_id), 1)
                 p.expire(self._key("wake", delivery_id), WAKE_TTL_S)
-                p.execute()
+                p.exists(self._key("held", delivery_id))
+                return bool(p.execute()[-1])
         except redis.RedisError as exc:
             log.warning("could not wake holders of delivery %s (%s); they will find it in the store",
                         delivery_id, exc)
+            return None
 
     def wait_until(self, ready: Callable[[], bool], delivery_id: int, deadline: float) -> bool:
         """Block until `ready()` (read from the store) is true or the monotonic `deadline` passes.

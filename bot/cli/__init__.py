@@ -5,6 +5,7 @@ one function and turns a named error into a clear message and a non-zero exit. O
 
     common.py    settings checked for what a command uses, the store, output helpers
     run.py       up, worker, reconcile, feishu-connect (and finding the embedded Redis of `up`)
+
     users.py     users, user, grant, revoke, trial, grant-all
     codes.py     codes create / list / check / disable
     orders.py    orders, orders bind / check (afdian)
@@ -15,14 +16,24 @@ one function and turns a named error into a clear message and a non-zero exit. O
 
 The modules define their commands without knowing the group; this package adds them to `main` (so
 nothing imports back up: no import circle).
+
+`chatgate worker` runs its answers on gevent, so this module patches the process (`workers/green.py`)
+at its very top when that is the command, before click, ssl, redis or anything else is imported.
 """
 
 from __future__ import annotations
 
-import click
+import sys
 
-from bot.cli import ask, codes, config, db, orders, reports, run, users
-from bot.cli.run import embedded_redis_dir, with_running_redis
+if sys.argv[1:2] == ["worker"]:  # `chatgate worker` answers on gevent: patched before anything imports ssl & co.
+    from workers.green import patch
+
+    patch()
+
+import click  # noqa: E402
+
+from bot.cli import ask, codes, config, db, orders, reports, run, users  # noqa: E402
+from bot.cli.run import embedded_redis_dir, with_running_redis  # noqa: E402
 
 __all__ = ["embedded_redis_dir", "main", "with_running_redis"]
 

@@ -8,6 +8,7 @@ that run beside a `chatgate up` with REDIS_URL unset find its embedded Redis (`w
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Iterable
 
@@ -68,10 +69,17 @@ def redis_settings(need: Iterable[str] = ("REDIS_URL",)):
 @click.command()
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty (for tests and scripts).")
 @click.option("-n", "--processes", type=click.IntRange(1, MAX_PROCESSES), default=None,
-              help="Worker processes (default CHATGATE_WORKERS); each answers one question at a time.")
+              help="Worker processes (default CHATGATE_WORKERS); each answers up to CHATGATE_WORKER_CONCURRENCY "
+                   "questions at once.")
 def worker(burst, processes):
-    """Run the RQ worker(s) that answer questions, with RQ's scheduler (retries with back-off) and
-    chatgate's reconciler (every CHATGATE_RECONCILE_INTERVAL seconds)."""
+    """Run the worker process(es) that answer questions: each runs up to CHATGATE_WORKER_CONCURRENCY
+    answers at once on gevent, with RQ's scheduler (retries with back-off) and chatgate's reconciler
+    (every CHATGATE_RECONCILE_INTERVAL seconds). On SIGTERM or Ctrl-C the answers in flight finish
+    (within CHATGATE_STOP_GRACE); a second signal gives them back to the queue at once."""
+    from gevent import monkey
+
+    if not monkey.is_module_patched("socket"):
+        raise click.ClickException("the worker must start as `chatgate worker`, which runs it on gevent")
     from config.metric_files import prepare
 
     settings = _settings()
@@ -81,11 +89,13 @@ def worker(burst, processes):
 
     from bot.store import Store
     from config.logs import configure_logging
-    from workers import answer  # noqa: F401  imported before RQ forks, so each job starts warm
+    from workers.pool import GeventWorker
     from workers.queue import answer_queue, connect
-    from workers.worker import ChatgateWorker
 
     configure_logging(settings)
+    if logging.getLogger().level >= logging.INFO:  # one line per LLM call, beside chatgate's own per answer
+        for name in ("httpx", "httpx2"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     Store(settings.db_path).close()
     connection = connect(settings)
     connection.ping()
@@ -93,10 +103,10 @@ def worker(burst, processes):
     count = processes or settings.workers
     if count > 1 and not burst:
         pool = WorkerPool([queue], connection=connection, num_workers=count, serializer=JSONSerializer,
-                          worker_class=ChatgateWorker)
+                          worker_class=GeventWorker)
         pool.start(logging_level=settings.log_level.upper())
     else:
-        ChatgateWorker([queue], connection=connection, serializer=JSONSerializer).work(
+        GeventWorker([queue], connection=connection, serializer=JSONSerializer).work(
             burst=burst, with_scheduler=True, logging_level=settings.log_level.upper())
 
 

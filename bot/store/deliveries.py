@@ -11,6 +11,8 @@ from bot.usage import DayUsage, Usage
 
 _SELECT = ("SELECT d.*, u.external_id AS user_external_id FROM deliveries d "
            "JOIN users u ON u.id = d.user_id ")
+_EARLIER = "e.user_id = deliveries.user_id AND e.id < deliveries.id AND e.status IN ('queued', 'answering')"
+"""`e` is an earlier question of the same user, not answered yet (inside a statement on `deliveries`)."""
 
 
 def insert_pages(c, delivery_id: int, user_id: int, texts: list[str], kind: str, now: float) -> None:
@@ -46,16 +48,53 @@ class Deliveries:
         """Take the question for one try: `queued → answering`, or take over a try whose lease ran out.
 
         Returns the try's number, or None when the question is not waiting for a try (another job
-        holds a live lease, or it is answered or finished).
+        holds a live lease, it is answered or finished) or may not start yet: an earlier question
+        of the same user is still in flight (one answer at a time per user, so that they arrive in
+        the order asked; see `wait_behind`).
         """
         now = time.time() if now is None else now
         lease = now + job_timeout + LEASE_MARGIN_S
         with self.write() as c:
             row = c.execute(
-                "UPDATE deliveries SET status = 'answering', attempts = attempts + 1, lease_until = ?, due_at = ? "
-                "WHERE id = ? AND (status = 'queued' OR (status = 'answering' AND lease_until < ?)) "
-                "RETURNING attempts", (lease, lease, delivery_id, now)).fetchone()
+                "UPDATE deliveries SET status = 'answering', attempts = attempts + 1, lease_until = ?, due_at = ?, "
+                "behind = NULL WHERE id = ? AND (status = 'queued' OR (status = 'answering' AND lease_until < ?)) "
+                f"AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE {_EARLIER}) RETURNING attempts",
+                (lease, lease, delivery_id, now)).fetchone()
         return row[0] if row else None
+
+    def wait_behind(self, delivery_id: int, *, recheck_s: float, now: float | None = None) -> int | None:
+        """A queued question whose try may not start because an earlier question of its user is in
+        flight: mark it waiting behind that one (whose end wakes it, `next_waiting`), looked at again
+        by the reconciler after `recheck_s`. Returns the earlier question's id; 0 when the question is
+        queued and nothing earlier is in flight any more (take the try now); None when it is not queued.
+        """
+        now = time.time() if now is None else now
+        with self.write() as c:
+            row = c.execute(
+                f"UPDATE deliveries SET behind = (SELECT MAX(e.id) FROM deliveries e WHERE {_EARLIER}), due_at = ? "
+                "WHERE id = ? AND status = 'queued' RETURNING behind",
+                (now + recheck_s, delivery_id)).fetchone()
+        if row is None:
+            return None
+        return row[0] or 0
+
+    def next_waiting(self, user_id: int) -> dict | None:
+        """The user's oldest question in flight if it waits behind an earlier one (which has just
+        ended): the one to wake now. None if there is none, or the oldest is not waiting."""
+        rows = list(self.db.query(_SELECT + "WHERE d.user_id = ? AND d.status IN ('queued', 'answering') "
+                                  "ORDER BY d.id LIMIT 1", [user_id]))
+        if rows and rows[0]["status"] == "queued" and rows[0]["behind"] is not None:
+            return rows[0]
+        return None
+
+    def give_back(self, delivery_id: int, attempt: int, *, now: float | None = None) -> bool:
+        """A try cut short by its worker stopping, not by a failure: `answering → queued`, the try not
+        counted (attempts back to what they were), due at once. False if the try no longer holds it."""
+        now = time.time() if now is None else now
+        with self.write() as c:
+            return bool(c.execute(
+                "UPDATE deliveries SET status = 'queued', attempts = attempts - 1, lease_until = NULL, due_at = ? "
+                "WHERE id = ? AND status = 'answering' AND attempts = ?", (now, delivery_id, attempt)).rowcount)
 
     def release_answer(self, delivery_id: int, attempt: int, *, error: str, retry_at: float) -> bool:
         """A try failed and more are allowed: `answering → queued`, looked at again by `retry_at`."""
@@ -196,11 +235,13 @@ class Deliveries:
     # -- what is due ---------------------------------------------------------------------------
 
     def due(self, now: float | None = None, limit: int = 500) -> list[dict]:
-        """Deliveries whose `due_at` has passed, oldest first, with how many pages wait or are being pushed."""
+        """Deliveries whose `due_at` has passed, oldest first, with how many pages wait to go out
+        (`pages_ready`) and whether an earlier question of the user is still in flight (`waits`)."""
         now = time.time() if now is None else now
         return list(self.db.query(
             "SELECT d.*, u.external_id AS user_external_id, (SELECT COUNT(*) FROM pages p "
-            "WHERE p.delivery_id = d.id AND p.state = 'ready') AS pages_ready "
+            "WHERE p.delivery_id = d.id AND p.state = 'ready') AS pages_ready, EXISTS (SELECT 1 FROM deliveries e "
+            "WHERE e.user_id = d.user_id AND e.id < d.id AND e.status IN ('queued', 'answering')) AS waits "
             "FROM deliveries d JOIN users u ON u.id = d.user_id "
             "WHERE d.due_at IS NOT NULL AND d.due_at <= ? ORDER BY d.due_at LIMIT ?", [now, limit]))
 

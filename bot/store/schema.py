@@ -160,6 +160,13 @@ def _m0003(db: Database) -> None:
                        "VALUES (?, ?, ?, 'answer', ?, ?)", [delivery_id, user_id, seq, text, now])
 
 
+@migrations(name="0004_one_answer_in_flight_per_user")
+def _m0004(db: Database) -> None:
+    """A question waits while an earlier one of its user is still being answered: `behind` names the
+    earlier one it found (NULL when it does not wait), so that the earlier one's end wakes it."""
+    db.execute("ALTER TABLE deliveries ADD COLUMN behind INTEGER")
+
+
 @migrations(name="0005_usage_cost_revenue")
 def _m0005(db: Database) -> None:
     """Tokens and model of each answer, refusal reasons, reminders, code prices, the day's running

@@ -5,9 +5,13 @@ invalidates another's token."""
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 
 import redis
 import requests
+from requests.adapters import HTTPAdapter
 from wechatpy.client import WeChatClient
 from wechatpy.exceptions import WeChatClientException
 from wechatpy.session.redisstorage import RedisStorage
@@ -25,6 +29,9 @@ PAGE_BYTES = TEXT_LIMIT_BYTES - 160
 """An answer's page leaves room for the 'send 继续 for more' hint."""
 PUSH_BUDGET = 5
 """Customer-service messages allowed per user message (45047 past that)."""
+TOKEN_REREAD_S = 5.0
+"""How long a process uses what it read from Redis (the access token, the account's no-push mark) before
+reading it again."""
 TOKEN_ERRORS = frozenset({40001, 40014, 42001})
 """access_token invalid, not the latest, or expired: refresh once and try again."""
 PERMANENT_ERRORS = frozenset({
@@ -52,10 +59,42 @@ class SharedTokenClient(WeChatClient):
                          timeout=settings.wechat_http_timeout, auto_retry=False)
         self.API_BASE_URL = settings.wechat_api_base.rstrip("/") + "/cgi-bin/"
         self._redis = redis
+        self._refreshing = threading.Lock()  # a gevent lock in the worker: one refresh per process at a time
+        self._cached: tuple[str | None, float] = (None, 0.0)
+        # A connection kept for each answer a worker sends at once (requests keeps 10 by default).
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(10, settings.worker_concurrency))
+        self._http.mount("https://", adapter)
+        self._http.mount("http://", adapter)
+        # What requests reads from the environment on every request (proxies, a CA bundle), read once.
+        self._http.proxies.update(requests.utils.get_environ_proxies(self.API_BASE_URL))
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if bundle:
+            self._http.verify = bundle
+        self._http.trust_env = False
+
+    @property
+    def access_token(self) -> str:
+        """The shared token, read from Redis at most every `TOKEN_REREAD_S` (a send reads it twice;
+        a token replaced by another process stays valid for minutes)."""
+        token, until = self._cached
+        if token and time.monotonic() < until:
+            return token
+        token = super().access_token
+        self._cached = (token, time.monotonic() + TOKEN_REREAD_S)
+        return token
 
     def fetch_access_token(self, stale: str | None = None):
-        """Store a new token unless another process already replaced `stale` (or the missing one)."""
-        lock = self._redis.lock(f"chatgate:wechat:{self.appid}:token-lock", timeout=30, blocking_timeout=30)
+        """Store a new token unless another process (or job) already replaced `stale` (or the missing one)."""
+        self._cached = (None, 0.0)
+        with self._refreshing:  # the other jobs of this process wait here, then find the new token
+            current = self.session.get(self.access_token_key)
+            if current and current != stale:
+                return {"access_token": current}
+            return self._fetch_locked(stale)
+
+    def _fetch_locked(self, stale: str | None):
+        lock = self._redis.lock(f"chatgate:wechat:{self.appid}:token-lock", timeout=30, blocking_timeout=30,
+                                sleep=0.02)
         with lock:
             current = self.session.get(self.access_token_key)
             if current and current != stale:
@@ -98,6 +137,7 @@ class WeChatSender:
         self.keep_s = settings.wechat_pending_ttl
         self.client = SharedTokenClient(settings, redis)
         self._nopush_key = f"chatgate:wechat:{settings.wechat_app_id or 'dev'}:nopush"
+        self._nopush = (False, 0.0)  # (the account cannot push, until when this process believes it)
 
     def paginate(self, answer: str) -> list[str]:
         return split_text(answer, PAGE_BYTES)
@@ -111,15 +151,21 @@ class WeChatSender:
             return False
         if mode == "push":
             return True
+        nopush, until = self._nopush
+        if time.monotonic() < until:
+            return not nopush
         try:
-            return not self.redis.exists(self._nopush_key)
+            nopush = bool(self.redis.exists(self._nopush_key))
         except Exception:  # Redis unavailable: try, at worst WeChat says 48001 again
             return True
+        self._nopush = (nopush, time.monotonic() + TOKEN_REREAD_S)
+        return not nopush
 
     def waits_after(self, exc: PermanentFailure) -> bool:
         """After any refusal the page waits for a passive reply; 48001 switches `auto` to passive."""
         if isinstance(exc, WeChatRefused) and exc.errcode == 48001 and self.settings.wechat_reply_mode == "auto":
             log.warning("WeChat 48001: this account cannot push; switching to passive replies")
+            self._nopush = (True, time.monotonic() + TOKEN_REREAD_S)
             try:
                 self.redis.set(self._nopush_key, 1, ex=30 * 86400)
             except Exception:  # forgotten: the next push finds out again

@@ -73,7 +73,9 @@ def test_fifty_users_with_a_slow_llm_are_answered_together_by_one_worker_process
     with Redis.from_url(bot.env["REDIS_URL"]) as r:
         assert Worker.count(connection=r) == 1  # one process did it all
         queue = Queue("chatgate", connection=r, serializer=JSONSerializer)
-        finished = FinishedJobRegistry(queue=queue).get_job_ids()
+        # RQ records a job finished just after its last page went out: wait for the last few to be recorded.
+        finished = wait_until("50 jobs finished", lambda: (ids := FinishedJobRegistry(queue=queue).get_job_ids())
+                              and len(ids) == 50 and ids)
         assert len(finished) == 50 and {queue.fetch_job(j).return_value() for j in finished} == {"delivered"}
     assert registry(bot, StartedJobRegistry) == [] and registry(bot, FailedJobRegistry) == []
     assert "MonkeyPatchWarning" not in bot.log()  # gevent patched the worker before ssl was imported

@@ -1,0 +1,414 @@
+"""What the answering benchmarks (`bench_delivery.py`, `bench_inflight.py`) share: the bot's processes
+started as an operator starts them, the lean fakes, the load generator and the floor as processes of
+their own, and the accounting of CPU and memory from /proc.
+
+CPU of a process tree: every process of a session (the Procfile's processes are started each in a
+session of its own) summed as utime + stime + cutime + cstime, so a child that has exited and been
+reaped still counts, through its parent (RQ's forked work-horses, reaped by their worker, and the
+workers of RQ's pool). `Bot.stop_worker` checks the sum against the rusage `wait4` gives when the
+worker exits (what `time chatgate worker` would print). Memory: PSS from /proc/PID/smaps_rollup,
+summed over the session (PSS shares a page among the processes that map it, so a fork's shared pages
+are not counted twice).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+for _path in (ROOT, ROOT / "scripts"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from bench_webhook import AES_KEY, APP_ID, APP_SECRET, TOKEN, Signer, openid  # noqa: E402
+
+from config.settings import VARIABLES  # noqa: E402
+from tests.live import LiveBot  # noqa: E402
+
+PYTHON = sys.executable
+SCRIPTS = ROOT / "scripts"
+LLM_KEY = "sk-bench-answering-0123456789abcdef"
+TICK = os.sysconf("SC_CLK_TCK")
+QUESTION = re.compile(r"q-\d{6}")
+
+
+# -- /proc ---------------------------------------------------------------------------------------------
+
+def _stat(pid: int | str) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def session_pids(sid: int) -> list[int]:
+    """Every live process of session `sid`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat(entry)
+            if fields and int(fields[3]) == sid:
+                found.append(int(entry))
+    return found
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds of one process and its reaped children."""
+    fields = _stat(pid)
+    return sum(int(x) for x in fields[11:15]) / TICK if fields else 0.0
+
+
+def tree_cpu_s(sid: int) -> float:
+    """CPU seconds of a session: its live processes and every child they reaped."""
+    return sum(cpu_s(pid) for pid in session_pids(sid))
+
+
+def pss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_pss_kb(sid: int) -> int:
+    return sum(pss_kb(pid) for pid in session_pids(sid))
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(all, idle + iowait) jiffies of the machine."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return float(sum(v[:8])), float(v[3] + v[4])
+
+
+def busy_cores(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """How many cores were busy between two `machine_cpu()` samples."""
+    total, idle = after[0] - before[0], after[1] - before[1]
+    return (total - idle) / total * (os.cpu_count() or 1) if total else 0.0
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The p-th percentile (nearest rank); NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+# -- processes -------------------------------------------------------------------------------------------
+
+class Processes:
+    """Helper processes (fakes, load generator, floor), each in a session of its own, all stopped by
+    `stop_all()` — SIGTERM, then SIGKILL to the whole session."""
+
+    def __init__(self):
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, args: list[str], **kwargs) -> subprocess.Popen:
+        proc = subprocess.Popen(args, cwd=ROOT, start_new_session=True, stdin=subprocess.DEVNULL, **kwargs)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen) -> None:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            except ProcessLookupError:
+                pass
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in list(self.procs):
+            self.stop(proc)
+
+
+class Fakes:
+    """`scripts/bench_fakes.py` in a process of its own."""
+
+    def __init__(self, procs: Processes, model_seconds: float = 0, chunks: int = 20):
+        self.proc = procs.start([PYTHON, str(SCRIPTS / "bench_fakes.py"), "--app-id", APP_ID, "--app-secret",
+                                 APP_SECRET, "--api-key", LLM_KEY, "--model-seconds", f"{model_seconds:g}",
+                                 "--chunks", str(chunks)], stdout=subprocess.PIPE, text=True)
+        urls = json.loads(self.proc.stdout.readline())
+        self.wechat, self.llm = urls["wechat"], urls["llm"]
+
+    def _call(self, path: str, method: str = "GET") -> dict:
+        req = urllib.request.Request(self.wechat + path, method=method, data=b"" if method == "POST" else None)
+        with urllib.request.urlopen(req, timeout=30) as res:
+            return json.loads(res.read())
+
+    def count(self) -> dict:
+        return self._call("/_bench/count")
+
+    def report(self) -> dict:
+        return self._call("/_bench/report")
+
+    def reset(self) -> dict:
+        return self._call("/_bench/reset", "POST")
+
+    def cpu_s(self) -> float:
+        return cpu_s(self.proc.pid)
+
+
+def bot_env(workdir: Path, fakes: Fakes, extra: dict[str, str]) -> dict[str, str]:
+    """Production settings in `workdir`, WeChat in safe mode with pushes, the fakes as the APIs;
+    every other chatgate variable empty (its default, whatever a .env in the repo says); then `extra`."""
+    names = {v.name for v in VARIABLES}
+    env = {k: v for k, v in os.environ.items() if k not in names and not k.startswith("GUNICORN")}
+    env.update({name: "" for name in names})
+    env.update({
+        "CHATGATE_ENV": "production", "CHATGATE_DB": str(workdir / "chatgate.db"),
+        "OPENAI_API_KEY": LLM_KEY, "OPENAI_BASE_URL": fakes.llm, "CHATGATE_MODEL": "bench-model",
+        "CHATGATE_FREE_TRIAL": "1000", "CHATGATE_LOG_LEVEL": "WARNING",
+        "WECHAT_TOKEN": TOKEN, "WECHAT_APP_ID": APP_ID, "WECHAT_APP_SECRET": APP_SECRET, "WECHAT_AES_KEY": AES_KEY,
+        "WECHAT_API_BASE": fakes.wechat, "WECHAT_REPLY_MODE": "push", "WECHAT_REPLY_WAIT": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        # 0 = the config's default (cores + 1); gunicorn itself also parses this variable
+        "WEB_CONCURRENCY": os.environ.get("WEB_CONCURRENCY") or "0",
+    })
+    env.update(extra)
+    return env
+
+
+def parse_env(pairs: list[str]) -> dict[str, str]:
+    """`--env NAME=VALUE` options as a dict."""
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--env wants NAME=VALUE, not {pair!r}")
+        out[name] = value
+    return out
+
+
+class Bot(LiveBot):
+    """The Procfile's web and worker (tests/live.py), with their CPU and memory read from /proc."""
+
+    def worker_cpu_s(self) -> float:
+        return tree_cpu_s(self.worker.pid)
+
+    def web_cpu_s(self) -> float:
+        return tree_cpu_s(self.web.pid)
+
+    def redis_cpu_s(self) -> float:
+        return cpu_s(self.redis.proc.pid)
+
+    def worker_pss_kb(self) -> int:
+        return tree_pss_kb(self.worker.pid)
+
+    def worker_processes(self) -> int:
+        return len(session_pids(self.worker.pid))
+
+    def settle(self, timeout: float = 60, quiet: float = 0.03) -> None:
+        """Wait until the worker's processes have started and use less than `quiet` of a core."""
+        deadline = time.monotonic() + timeout
+        last, quiet_since = self.worker_cpu_s(), None
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = self.worker_cpu_s()
+            if now - last < quiet * 0.5:
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since >= 2:
+                    return
+            else:
+                quiet_since = None
+            last = now
+
+    def stop_worker(self, timeout: float = 30) -> tuple[float, float]:
+        """Stop the worker; returns (CPU seconds of its session from /proc just before, CPU seconds
+        `wait4` reports for it and every descendant it reaped, shutdown included)."""
+        seen = self.worker_cpu_s()
+        os.killpg(self.worker.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(self.worker.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                os.killpg(self.worker.pid, signal.SIGKILL)
+                pid, status, usage = os.wait4(self.worker.pid, 0)
+                break
+            time.sleep(0.1)
+        self.worker.returncode = os.waitstatus_to_exitcode(status)
+        return seen, usage.ru_utime + usage.ru_stime
+
+
+# -- WeChat's side, the load generator, the floor ----------------------------------------------------
+
+def write_requests(path: Path, count: int, first_msg_id: int) -> dict[str, str]:
+    """`count` text messages `q-<i>` from as many users, signed and encrypted (safe mode), for
+    `bench_asker.py`; returns question → openid."""
+    signer, now, users = Signer(), int(time.time()), {}
+    with open(path, "w") as f:
+        for i in range(count):
+            key, user, msg_id = f"q-{i:06d}", openid(first_msg_id + i), first_msg_id + i
+            users[key] = user
+            xml = (f"<xml><ToUserName><![CDATA[gh_bench]]></ToUserName><FromUserName><![CDATA[{user}]]>"
+                   f"</FromUserName><CreateTime>{now}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
+                   f"<Content><![CDATA[{key}]]></Content><MsgId>{msg_id}</MsgId></xml>")
+            p, body = signer.request(xml, str(now), str(100000000 + msg_id % 900000000))
+            f.write(f"{key}\t{p}\t{body}\n")
+    return users
+
+
+def run_asker(procs: Processes, requests: Path, url: str, rate: float, out: Path) -> subprocess.Popen:
+    """Start the load generator; its result lands in `out` when it exits."""
+    return procs.start([PYTHON, str(SCRIPTS / "bench_asker.py"), str(requests), url, "--rate", f"{rate:g}",
+                        "--out", str(out)])
+
+
+def run_floor(procs: Processes, fakes: Fakes, rate: float, count: int, out: Path) -> dict:
+    """Run the floor to its end; returns its JSON."""
+    proc = procs.start([PYTHON, str(SCRIPTS / "bench_floor.py"), "--llm", fakes.llm, "--wechat", fakes.wechat,
+                        "--app-id", APP_ID, "--app-secret", APP_SECRET, "--api-key", LLM_KEY,
+                        "--rate", f"{rate:g}", "--count", str(count), "--out", str(out)])
+    proc.wait()
+    procs.stop(proc)
+    if proc.returncode:
+        raise RuntimeError(f"the floor failed ({proc.returncode})")
+    return json.loads(out.read_text())
+
+
+def first_by_question(rows: list[list], index: int) -> dict[str, list]:
+    """The first row naming each question (`q-<i>`) in column `index`."""
+    found: dict[str, list] = {}
+    for row in rows:
+        m = QUESTION.search(str(row[index]))
+        if m and m.group() not in found:
+            found[m.group()] = row
+    return found
+
+
+def count_by_question(rows: list[list], index: int) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in rows:
+        for q in QUESTION.findall(str(row[index])):
+            counts[q] = counts.get(q, 0) + 1
+    return counts
+
+
+def drain(fakes: Fakes, expected: int, load_end: float, limit: float) -> bool:
+    """Wait until `expected` pushes arrived, or `limit` seconds after the load; True if all did."""
+    last_log = time.monotonic()
+    while True:
+        sent = fakes.count()["sent"]
+        if sent >= expected:
+            return True
+        if time.monotonic() - load_end > limit:
+            log(f"drain limit ({limit:g} s) reached: {sent} of {expected} pushed")
+            return False
+        if time.monotonic() - last_log >= 15:
+            log(f"  {sent} of {expected} pushed, {time.monotonic() - load_end:.0f} s after the load")
+            last_log = time.monotonic()
+        time.sleep(0.5)
+
+
+class Sampler(threading.Thread):
+    """Calls `fn()` every `interval` seconds in the background until `stop()`."""
+
+    def __init__(self, fn, interval: float):
+        super().__init__(daemon=True)
+        self.fn, self.interval, self._stop_event = fn, interval, threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            self.fn()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+def interrupt_on_signals() -> None:
+    """SIGTERM and SIGHUP unwind like Ctrl-C, so every `finally` stops what it started."""
+    def _stop(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGHUP, _stop)
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def table(rows: list[tuple], header: tuple) -> str:
+    """A plain-text table, columns padded."""
+    cells = [tuple(str(c) for c in header)] + [tuple(str(c) for c in r) for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+             for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def problems(bot: dict, drain_limit: float) -> str:
+    """The correctness line of a run: every acknowledged question pushed exactly once, to its asker."""
+    found = []
+    if bot["pushed_twice_or_more"]:
+        found.append(f"{bot['pushed_twice_or_more']} pushed twice or more")
+    if bot["not_pushed"]:
+        found.append(f"{bot['not_pushed']} acknowledged but not pushed"
+                     + ("" if bot["all_arrived"] else f" within the drain limit ({drain_limit:g} s)"))
+    if bot["pushed_unacked"]:
+        found.append(f"{bot['pushed_unacked']} pushed though their post failed")
+    if bot["pushed_to_wrong_user"]:
+        found.append(f"{bot['pushed_to_wrong_user']} pushed to the wrong user")
+    if bot["failed_posts"]:
+        found.append(f"{bot['failed_posts']} posts not acknowledged")
+    return ("check: every acknowledged question pushed exactly once, to its asker: "
+            + ("ok" if not found else "FAILED (" + "; ".join(found) + ")"))
+
+
+def correct(bot: dict) -> bool:
+    """Every question acknowledged and pushed exactly once, to its asker, and nothing else pushed."""
+    return (bot["pushed_once"] == bot["acked"] == bot["offered"] and not bot["pushed_unacked"]
+            and not bot["pushed_to_wrong_user"])
+
+
+def fmt(v, digits: int = 1) -> str:
+    """A figure for the table: thousands separated, NaN as a dash."""
+    if isinstance(v, float):
+        return "—" if math.isnan(v) else f"{v:,.{digits}f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def as_json(result: dict) -> str:
+    """`result` as JSON, NaN (a figure with nothing to measure) as null."""
+    def clean(v):
+        if isinstance(v, float) and math.isnan(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+    return json.dumps(clean(result), indent=2, ensure_ascii=False)

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import resource
 import signal
 import statistics
 import subprocess
@@ -101,6 +102,25 @@ def busy_cores(before: tuple[float, float], after: tuple[float, float]) -> float
     """How many cores were busy between two `machine_cpu()` samples."""
     total, idle = after[0] - before[0], after[1] - before[1]
     return (total - idle) / total * (os.cpu_count() or 1) if total else 0.0
+
+
+class Usage:
+    """CPU seconds used so far by each of the benchmark's parts, and by the whole machine."""
+
+    def __init__(self, parts: dict[str, float]):
+        self.t = time.monotonic()
+        self.machine = machine_cpu()
+        mine = resource.getrusage(resource.RUSAGE_SELF)
+        reaped = resource.getrusage(resource.RUSAGE_CHILDREN)  # the load generator, once it has exited
+        self.parts = {**parts, "benchmark": mine.ru_utime + mine.ru_stime + reaped.ru_utime + reaped.ru_stime}
+
+    def until(self, later: Usage) -> dict:
+        """Cores used between two readings: each part's, the machine's, and the rest (other work)."""
+        wall = later.t - self.t
+        used = {k: (later.parts[k] - v) / wall for k, v in self.parts.items()}
+        busy = busy_cores(self.machine, later.machine)
+        return {"seconds": wall, "busy_cores": busy, "parts_cores": used,
+                "other_cores": max(0.0, busy - sum(used.values()))}
 
 
 def load_average() -> str:
@@ -228,19 +248,19 @@ class Bot(LiveBot):
     def worker_processes(self) -> int:
         return len(session_pids(self.worker.pid))
 
-    def settle(self, timeout: float = 60, quiet: float = 0.03) -> None:
-        """Wait until the worker's processes have started and use less than `quiet` of a core."""
+    def usage(self, fakes: Fakes) -> Usage:
+        """CPU so far of the worker, the web, Redis and the fakes."""
+        return Usage({"worker": self.worker_cpu_s(), "web": self.web_cpu_s(), "redis": self.redis_cpu_s(),
+                      "fakes": fakes.cpu_s()})
+
+    def settle(self, timeout: float = 30, quiet: float = 0.1) -> None:
+        """Wait until the worker's processes have started: two seconds in a row under `quiet` cores."""
         deadline = time.monotonic() + timeout
-        last, quiet_since = self.worker_cpu_s(), None
-        while time.monotonic() < deadline:
-            time.sleep(0.5)
+        last, calm = self.worker_cpu_s(), 0
+        while time.monotonic() < deadline and calm < 2:
+            time.sleep(1)
             now = self.worker_cpu_s()
-            if now - last < quiet * 0.5:
-                quiet_since = quiet_since or time.monotonic()
-                if time.monotonic() - quiet_since >= 2:
-                    return
-            else:
-                quiet_since = None
+            calm = calm + 1 if now - last < quiet else 0
             last = now
 
     def stop_worker(self, timeout: float = 30) -> tuple[float, float]:
@@ -412,3 +432,13 @@ def as_json(result: dict) -> str:
             return [clean(x) for x in v]
         return v
     return json.dumps(clean(result), indent=2, ensure_ascii=False)
+
+
+def cpu_line(when: str, cpu: dict) -> str:
+    """One line of where the cores went between two `Usage` readings."""
+    parts = ", ".join(f"{k} {v:.2f}" for k, v in cpu["parts_cores"].items())
+    line = (f"cores busy {when} ({cpu['seconds']:.0f} s): {cpu['busy_cores']:.2f} — {parts}, "
+            f"other work on the machine {cpu['other_cores']:.2f}")
+    if cpu["other_cores"] > 0.25:
+        line += "  (WARNING: the machine was shared; figures are lower than on a quiet one)"
+    return line

@@ -49,16 +49,15 @@ from bench_answering import (  # noqa: E402
     Processes,
     as_json,
     bot_env,
-    busy_cores,
     correct,
     count_by_question,
+    cpu_line,
     drain,
     first_by_question,
     fmt,
     interrupt_on_signals,
     load_average,
     log,
-    machine_cpu,
     parse_env,
     percentile,
     problems,
@@ -99,16 +98,16 @@ def measure_bot(args, procs: Processes, fakes: Fakes, tmp: Path) -> dict:
         workers = bot.worker_processes()
         log(f"web and worker up ({workers} worker processes); offering {count} questions at {args.rate:g}/s")
         fakes.reset()
-        w0, web0, r0, f0, m0 = bot.worker_cpu_s(), bot.web_cpu_s(), bot.redis_cpu_s(), fakes.cpu_s(), machine_cpu()
+        u0 = bot.usage(fakes)
         asker = run_asker(procs, tmp / "requests.tsv", url, args.rate, tmp / "acks.json")
         asker.wait()
         procs.stop(asker)
-        m1, web1 = machine_cpu(), bot.web_cpu_s()
+        u1 = bot.usage(fakes)
         acks = json.loads((tmp / "acks.json").read_text())
         acked = {p[0]: p for p in acks["posts"] if p[3] == 200}
         log(f"load done: {len(acked)} of {count} acknowledged; waiting for the answers")
         everything = drain(fakes, len(acked), acks["end"], args.drain)
-        w1, r1, f1 = bot.worker_cpu_s(), bot.redis_cpu_s(), fakes.cpu_s()
+        u2 = bot.usage(fakes)
         sends = fakes.report()["sends"]
         seen, waited = bot.stop_worker()
     except BaseException:
@@ -125,12 +124,12 @@ def measure_bot(args, procs: Processes, fakes: Fakes, tmp: Path) -> dict:
         **{k: v for k, v in stats.items() if not k.endswith("_ms")},
         "ack_to_push_p50_ms": stats["p50_ms"], "ack_to_push_p99_ms": stats["p99_ms"],
         "ack_to_push_max_ms": stats["max_ms"],
-        "worker_cpu_ms_per_answer": (w1 - w0) * 1000 / n,
-        "web_cpu_ms_per_message": (web1 - web0) * 1000 / count,
-        "redis_cpu_ms_per_answer": (r1 - r0) * 1000 / n,
-        "fakes_cpu_ms_per_answer": (f1 - f0) * 1000 / n,
+        "worker_cpu_ms_per_answer": (u2.parts["worker"] - u0.parts["worker"]) * 1000 / n,
+        "web_cpu_ms_per_message": (u1.parts["web"] - u0.parts["web"]) * 1000 / count,
+        "redis_cpu_ms_per_answer": (u2.parts["redis"] - u0.parts["redis"]) * 1000 / n,
+        "fakes_cpu_ms_per_answer": (u2.parts["fakes"] - u0.parts["fakes"]) * 1000 / n,
         "asker_cpu_ms_per_post": acks["cpu_s"] * 1000 / count,
-        "busy_cores_during_load": busy_cores(m0, m1),
+        "cpu_during_load": u0.until(u1), "cpu_after_load": u1.until(u2),
         "worker_processes": workers,
         "worker_cpu_check": {"proc_tree_s": seen, "wait4_s": waited},
         "pushed_once": sum(1 for k in acked if times.get(k) == 1),
@@ -197,8 +196,9 @@ def summary(args, bot: dict, floor: dict | None, load_before: str) -> str:
     lines = [
         f"bench_delivery: {args.rate:g}/s offered for {args.duration:g} s, one user per question, push mode, "
         f"instant model",
-        f"machine: {os.cpu_count()} cores, load average before {load_before}; "
-        f"{bot['busy_cores_during_load']:.2f} cores busy during the load",
+        f"machine: {os.cpu_count()} cores, load average before {load_before}",
+        cpu_line("during the load", bot["cpu_during_load"]),
+        cpu_line("after the load", bot["cpu_after_load"]),
         f"worker: `chatgate worker`, {bot['worker_processes']} processes at idle"
         + (f"; settings {' '.join(args.env)}" if args.env else ""),
         "",

@@ -108,13 +108,14 @@ def measure_bot(args, procs: Processes, fakes: Fakes, tmp: Path) -> dict:
         log(f"load done: {len(acked)} of {count} acknowledged; waiting for the answers")
         everything = drain(fakes, len(acked), acks["end"], args.drain)
         u2 = bot.usage(fakes)
-        sends = fakes.report()["sends"]
+        report = fakes.report()
         seen, waited = bot.stop_worker()
     except BaseException:
         log("the bot's log ends with:\n" + bot.log()[-3000:])
         raise
     finally:
         bot.stop()
+    sends = report["sends"]
     times = count_by_question(sends, 2)
     pushed = first_by_question(sends, 2)
     n = sum(1 for s in sends if QUESTION.search(s[2])) or math.nan
@@ -138,6 +139,7 @@ def measure_bot(args, procs: Processes, fakes: Fakes, tmp: Path) -> dict:
         "pushed_unacked": sum(1 for k in times if k not in acked),
         "pushed_to_wrong_user": sum(1 for k, row in pushed.items() if users.get(k) != row[1]),
         "all_arrived": everything,
+        "fakes_saw": {"connections": report["connections"], "requests": report["requests"]},
     }
 
 
@@ -208,6 +210,8 @@ def summary(args, bot: dict, floor: dict | None, load_before: str) -> str:
         f"{check['wait4_s']:.2f} s from wait4 at exit (start-up and shut-down included in both, shut-down "
         f"only in the second)",
     ]
+    lines.append(f"the fakes saw, from chatgate: {bot['fakes_saw']['connections']} connections, requests "
+                 + ", ".join(f"{k} {v}" for k, v in sorted(bot["fakes_saw"]["requests"].items())))
     lines.append(problems(bot, args.drain))
     return "\n".join(lines)
 

@@ -18,8 +18,9 @@ The model answers `echo: <question>` — and, when it takes `--model-seconds`, `
 evenly over that time, the extra ones carrying ` .` — so every push names the question it answers.
 Records (monotonic clock, shared by every process of the machine):
   GET  /_bench/count    {"sent": pushes, "calls": LLM calls, "active": streams open, "peak": most open}
-  GET  /_bench/report   the above, with every push `[t, touser, content]` and every LLM call
-                        `[t_start, t_end, question]` (t_end null while it streams)
+  GET  /_bench/report   the above, with every push `[t, touser, content]`, every LLM call
+                        `[t_start, t_end, question]` (t_end null while it streams), the connections
+                        accepted and the requests by method and path
   POST /_bench/reset    forget the records and the peak
 The tests' fakes (`tests/fakes.py`) are threaded and scriptable; these are neither.
 """
@@ -45,12 +46,19 @@ class Records:
         self.peak = 0
         self.tokens: set[str] = set()
         self.token_seq = 0
+        self.requests: dict[str, int] = {}  # "METHOD /path" -> how many
+        self.connections = 0
 
     def reset(self) -> None:
         self.sends, self.calls, self.active, self.peak = [], [], self.active, self.active
+        self.requests, self.connections = {}, 0
 
     def count(self) -> dict:
         return {"sent": len(self.sends), "calls": len(self.calls), "active": self.active, "peak": self.peak}
+
+    def report(self) -> dict:
+        return {**self.count(), "connections": self.connections, "requests": self.requests, "sends": self.sends,
+                "calls": self.calls}
 
 
 def _response(status: int, body: bytes, content_type: bytes = b"application/json") -> bytes:
@@ -63,8 +71,9 @@ def _json(status: int, obj) -> bytes:
     return _response(status, json.dumps(obj, ensure_ascii=False).encode())
 
 
-async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, route) -> None:
+async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, route, records: Records) -> None:
     """HTTP/1.1 with keep-alive: requests with a Content-Length body (all the clients here send one)."""
+    first = True
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -77,6 +86,13 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rou
             length = int(headers.get(b"content-length", 0))
             body = await reader.readexactly(length) if length else b""
             close = headers.get(b"connection", b"").lower() == b"close"
+            if first:
+                records.connections += 0 if target.startswith(b"/_bench/") else 1
+                first = False
+            path = urlsplit(target.decode()).path
+            if not path.startswith("/_bench/"):  # the benchmark's own questions are not counted
+                name = f"{method.decode()} {path}"
+                records.requests[name] = records.requests.get(name, 0) + 1
             await route(method.decode(), target.decode(), headers, body, writer)
             await writer.drain()
             if close:
@@ -126,7 +142,7 @@ class FakeWeChat:
         elif url.path == "/_bench/count":
             writer.write(_json(200, r.count()))
         elif url.path == "/_bench/report":
-            writer.write(_json(200, {**r.count(), "sends": r.sends, "calls": r.calls}))
+            writer.write(_json(200, r.report()))
         elif url.path == "/_bench/reset" and method == "POST":
             r.reset()
             writer.write(_json(200, r.count()))
@@ -212,8 +228,8 @@ async def main_async(args) -> None:
     records = Records()
     wechat = FakeWeChat(records, args.app_id, args.app_secret)
     llm = FakeLLM(records, args.api_key, args.model_seconds, args.chunks)
-    servers = [await asyncio.start_server(lambda rd, wr, route=route: _serve(rd, wr, route), "127.0.0.1", 0,
-                                          backlog=4096)
+    servers = [await asyncio.start_server(lambda rd, wr, route=route: _serve(rd, wr, route, records), "127.0.0.1",
+                                          0, backlog=4096)
                for route in (wechat.route, llm.route)]
     ports = [s.sockets[0].getsockname()[1] for s in servers]
     print(json.dumps({"wechat": f"http://127.0.0.1:{ports[0]}", "llm": f"http://127.0.0.1:{ports[1]}/v1"}),

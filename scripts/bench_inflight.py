@@ -135,6 +135,7 @@ def measure_bot(args, procs: Processes, fakes: Fakes, tmp: Path) -> dict:
         "pushed_unacked": sum(1 for k in times if k not in acked),
         "pushed_to_wrong_user": sum(1 for k, row in pushed.items() if users.get(k) != row[1]),
         "all_arrived": everything,
+        "fakes_saw": {"connections": report["connections"], "requests": report["requests"]},
     }
 
 
@@ -200,6 +201,8 @@ def summary(args, bot: dict, floor: dict | None, load_before: str) -> str:
         table(rows, ("", "chatgate", "floor (one gevent process)")),
         "",
     ]
+    lines.append(f"the fakes saw, from chatgate: {bot['fakes_saw']['connections']} connections, requests "
+                 + ", ".join(f"{k} {v}" for k, v in sorted(bot["fakes_saw"]["requests"].items())))
     lines.append(problems(bot, args.drain))
     return "\n".join(lines)
 

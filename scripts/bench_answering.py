@@ -13,6 +13,7 @@ are not counted twice).
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import os
@@ -24,8 +25,8 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 for _path in (ROOT, ROOT / "scripts"):
@@ -180,11 +181,19 @@ class Fakes:
                                  "--chunks", str(chunks)], stdout=subprocess.PIPE, text=True)
         urls = json.loads(self.proc.stdout.readline())
         self.wechat, self.llm = urls["wechat"], urls["llm"]
+        self._lock = threading.Lock()
+        self._conn = http.client.HTTPConnection(urlsplit(self.wechat).netloc, timeout=30)  # kept alive: cheap polls
 
     def _call(self, path: str, method: str = "GET") -> dict:
-        req = urllib.request.Request(self.wechat + path, method=method, data=b"" if method == "POST" else None)
-        with urllib.request.urlopen(req, timeout=30) as res:
-            return json.loads(res.read())
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    self._conn.request(method, path, body=b"" if method == "POST" else None)
+                    return json.loads(self._conn.getresponse().read())
+                except (OSError, http.client.HTTPException):
+                    self._conn.close()
+                    if attempt == 2:
+                        raise
 
     def count(self) -> dict:
         return self._call("/_bench/count")

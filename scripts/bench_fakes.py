@@ -99,6 +99,8 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rou
                 break
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError):
         pass
+    except asyncio.CancelledError:  # shutting down; returning (not re-raising) keeps asyncio's streams quiet
+        pass
     finally:
         writer.close()
 

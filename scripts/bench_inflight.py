@@ -82,7 +82,7 @@ def timings(calls: list[list], sends: list[list], since: dict[str, float], targe
 def measure_bot(args, procs: Processes, fakes: Fakes, tmp: Path) -> dict:
     users = write_requests(tmp / "requests.tsv", args.n, 8_000_000_000_000 + int(time.time()) % 10**6 * 10**6)
     bot = Bot(tmp, bot_env(tmp, fakes, parse_env(args.env)))
-    peak = {"pss_kb": 0, "active": 0}
+    peak = {"pss_kb": 0}
     try:
         url = bot.start()
         bot.settle()
@@ -94,7 +94,6 @@ def measure_bot(args, procs: Processes, fakes: Fakes, tmp: Path) -> dict:
 
         def sample() -> None:
             peak["pss_kb"] = max(peak["pss_kb"], bot.worker_pss_kb())
-            peak["active"] = max(peak["active"], fakes.count()["active"])
 
         sampler = Sampler(sample, 0.25)
         sampler.start()

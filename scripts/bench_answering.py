@@ -1,14 +1,8 @@
 """What the answering benchmarks (`bench_delivery.py`, `bench_inflight.py`) share: the bot's processes
 started as an operator starts them, the lean fakes, the load generator and the floor as processes of
-their own, and the accounting of CPU and memory from /proc.
-
-CPU of a process tree: every process of a session (the Procfile's processes are started each in a
-session of its own) summed as utime + stime + cutime + cstime, so a child that has exited and been
-reaped still counts, through its parent (RQ's forked work-horses, reaped by their worker, and the
-workers of RQ's pool). `Bot.stop_worker` checks the sum against the rusage `wait4` gives when the
-worker exits (what `time chatgate worker` would print). Memory: PSS from /proc/PID/smaps_rollup,
-summed over the session (PSS shares a page among the processes that map it, so a fork's shared pages
-are not counted twice).
+their own, and what every run checks and prints. CPU and memory come from /proc (bench_usage.py);
+`Bot.stop_worker` checks the worker's CPU against the rusage `wait4` gives when it exits (what
+`time chatgate worker` would print).
 """
 
 from __future__ import annotations
@@ -18,7 +12,6 @@ import json
 import math
 import os
 import re
-import resource
 import signal
 import statistics
 import subprocess
@@ -33,6 +26,7 @@ for _path in (ROOT, ROOT / "scripts"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+from bench_usage import Usage, cpu_s, session_pids, tree_cpu_s, tree_pss_kb  # noqa: E402
 from bench_webhook import AES_KEY, APP_ID, APP_SECRET, TOKEN, Signer, openid  # noqa: E402
 
 from config.settings import VARIABLES  # noqa: E402
@@ -41,91 +35,7 @@ from tests.live import LiveBot  # noqa: E402
 PYTHON = sys.executable
 SCRIPTS = ROOT / "scripts"
 LLM_KEY = "sk-bench-answering-0123456789abcdef"
-TICK = os.sysconf("SC_CLK_TCK")
 QUESTION = re.compile(r"q-\d{6}")
-
-
-# -- /proc ---------------------------------------------------------------------------------------------
-
-def _stat(pid: int | str) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def session_pids(sid: int) -> list[int]:
-    """Every live process of session `sid`."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat(entry)
-            if fields and int(fields[3]) == sid:
-                found.append(int(entry))
-    return found
-
-
-def cpu_s(pid: int) -> float:
-    """CPU seconds of one process and its reaped children."""
-    fields = _stat(pid)
-    return sum(int(x) for x in fields[11:15]) / TICK if fields else 0.0
-
-
-def tree_cpu_s(sid: int) -> float:
-    """CPU seconds of a session: its live processes and every child they reaped."""
-    return sum(cpu_s(pid) for pid in session_pids(sid))
-
-
-def pss_kb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def tree_pss_kb(sid: int) -> int:
-    return sum(pss_kb(pid) for pid in session_pids(sid))
-
-
-def machine_cpu() -> tuple[float, float]:
-    """(all, idle + iowait) jiffies of the machine."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return float(sum(v[:8])), float(v[3] + v[4])
-
-
-def busy_cores(before: tuple[float, float], after: tuple[float, float]) -> float:
-    """How many cores were busy between two `machine_cpu()` samples."""
-    total, idle = after[0] - before[0], after[1] - before[1]
-    return (total - idle) / total * (os.cpu_count() or 1) if total else 0.0
-
-
-class Usage:
-    """CPU seconds used so far by each of the benchmark's parts, and by the whole machine."""
-
-    def __init__(self, parts: dict[str, float]):
-        self.t = time.monotonic()
-        self.machine = machine_cpu()
-        mine = resource.getrusage(resource.RUSAGE_SELF)
-        reaped = resource.getrusage(resource.RUSAGE_CHILDREN)  # the load generator, once it has exited
-        self.parts = {**parts, "benchmark": mine.ru_utime + mine.ru_stime + reaped.ru_utime + reaped.ru_stime}
-
-    def until(self, later: Usage) -> dict:
-        """Cores used between two readings: each part's, the machine's, and the rest (other work)."""
-        wall = later.t - self.t
-        used = {k: (later.parts[k] - v) / wall for k, v in self.parts.items()}
-        busy = busy_cores(self.machine, later.machine)
-        return {"seconds": wall, "busy_cores": busy, "parts_cores": used,
-                "other_cores": max(0.0, busy - sum(used.values()))}
-
-
-def load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -133,10 +43,11 @@ def percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
+    return ordered[min(len(ordered), max(1, math.ceil(p / 100 * len(ordered)))) - 1]
 
 
 def median(values: list[float]) -> float:
+    """The median; NaN for no values."""
     return statistics.median(values) if values else float("nan")
 
 
@@ -442,12 +353,3 @@ def as_json(result: dict) -> str:
         return v
     return json.dumps(clean(result), indent=2, ensure_ascii=False)
 
-
-def cpu_line(when: str, cpu: dict) -> str:
-    """One line of where the cores went between two `Usage` readings."""
-    parts = ", ".join(f"{k} {v:.2f}" for k, v in cpu["parts_cores"].items())
-    line = (f"cores busy {when} ({cpu['seconds']:.0f} s): {cpu['busy_cores']:.2f} — {parts}, "
-            f"other work on the machine {cpu['other_cores']:.2f}")
-    if cpu["other_cores"] > 0.25:
-        line += "  (WARNING: the machine was shared; figures are lower than on a quiet one)"
-    return line

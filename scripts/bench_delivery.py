@@ -51,12 +51,10 @@ from bench_answering import (  # noqa: E402
     bot_env,
     correct,
     count_by_question,
-    cpu_line,
     drain,
     first_by_question,
     fmt,
     interrupt_on_signals,
-    load_average,
     log,
     parse_env,
     percentile,
@@ -66,6 +64,7 @@ from bench_answering import (  # noqa: E402
     table,
     write_requests,
 )
+from bench_usage import cpu_line, load_average  # noqa: E402
 
 
 def delivery(sends: list[list], since: dict[str, float], start: float, last_offer: float, rate: float) -> dict:

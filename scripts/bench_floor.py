@@ -29,18 +29,8 @@ import time  # noqa: E402
 
 import gevent  # noqa: E402
 import openai  # noqa: E402
+from bench_usage import pss_kb  # noqa: E402
 from wechatpy.client import WeChatClient  # noqa: E402
-
-
-def pss_kb(pid: int | str = "self") -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def _cpu() -> float:

@@ -53,7 +53,6 @@ from bench_answering import (  # noqa: E402
     first_by_question,
     fmt,
     interrupt_on_signals,
-    load_average,
     log,
     median,
     parse_env,
@@ -63,6 +62,7 @@ from bench_answering import (  # noqa: E402
     table,
     write_requests,
 )
+from bench_usage import load_average  # noqa: E402
 
 
 def timings(calls: list[list], sends: list[list], since: dict[str, float], target: float) -> dict:

@@ -1,7 +1,7 @@
 """What the answering benchmarks (`bench_delivery.py`, `bench_inflight.py`) share: the bot's processes
 started as an operator starts them, the lean fakes, the load generator and the floor as processes of
 their own, and what every run checks and prints. CPU and memory come from /proc (bench_usage.py);
-`Bot.stop_worker` checks the worker's CPU against the rusage `wait4` gives when it exits (what
+`Bot.stop_worker_counted` checks the worker's CPU against the rusage `wait4` gives when it exits (what
 `time chatgate worker` would print).
 """
 
@@ -31,6 +31,7 @@ from bench_webhook import AES_KEY, APP_ID, APP_SECRET, TOKEN, Signer, openid  # 
 
 from config.settings import VARIABLES  # noqa: E402
 from tests.live import LiveBot  # noqa: E402
+from tests.wechat_sim import read_reply  # noqa: E402
 
 PYTHON = sys.executable
 SCRIPTS = ROOT / "scripts"
@@ -183,7 +184,7 @@ class Bot(LiveBot):
             calm = calm + 1 if now - last < quiet else 0
             last = now
 
-    def stop_worker(self, timeout: float = 30) -> tuple[float, float]:
+    def stop_worker_counted(self, timeout: float = 30) -> tuple[float, float]:
         """Stop the worker; returns (CPU seconds of its session from /proc just before, CPU seconds
         `wait4` reports for it and every descendant it reaped, shutdown included)."""
         seen = self.worker_cpu_s()
@@ -236,6 +237,17 @@ def run_floor(procs: Processes, fakes: Fakes, rate: float, count: int, out: Path
     if proc.returncode:
         raise RuntimeError(f"the floor failed ({proc.returncode})")
     return json.loads(out.read_text())
+
+
+def passive_replies(posts: list[list]) -> list[list]:
+    """The answers that went out in the webhook's own reply (ready before the ack, even with
+    WECHAT_REPLY_WAIT=0), as `[t_ack, touser, content]` like the fake WeChat's pushes."""
+    out = []
+    for _key, _sent, acked, _status, body in posts:
+        if body:
+            reply = read_reply(body, token=TOKEN, aes_key=AES_KEY)
+            out.append([acked, reply["ToUserName"], reply["Content"] or ""])
+    return out
 
 
 def first_by_question(rows: list[list], index: int) -> dict[str, list]:
@@ -311,27 +323,44 @@ def table(rows: list[tuple], header: tuple) -> str:
 
 
 def problems(bot: dict, drain_limit: float) -> str:
-    """The correctness line of a run: every acknowledged question pushed exactly once, to its asker."""
+    """The correctness line of a run: every acknowledged question answered exactly once (pushed, or in
+    the webhook's own reply), to its asker."""
     found = []
-    if bot["pushed_twice_or_more"]:
-        found.append(f"{bot['pushed_twice_or_more']} pushed twice or more")
-    if bot["not_pushed"]:
-        found.append(f"{bot['not_pushed']} acknowledged but not pushed"
-                     + ("" if bot["all_arrived"] else f" within the drain limit ({drain_limit:g} s)"))
-    if bot["pushed_unacked"]:
-        found.append(f"{bot['pushed_unacked']} pushed though their post failed")
-    if bot["pushed_to_wrong_user"]:
-        found.append(f"{bot['pushed_to_wrong_user']} pushed to the wrong user")
+    if bot["answered_twice_or_more"]:
+        found.append(f"{bot['answered_twice_or_more']} answered twice or more")
+    if bot["not_answered"]:
+        found.append(f"{bot['not_answered']} acknowledged but not answered"
+                     + ("" if bot["all_arrived"] else f" within the drain limit ({drain_limit:g} s)")
+                     + f", e.g. {', '.join(bot['not_answered_examples'][:3])}")
+    if bot["answered_unacked"]:
+        found.append(f"{bot['answered_unacked']} answered though their post failed")
+    if bot["answered_wrong_user"]:
+        found.append(f"{bot['answered_wrong_user']} answered to the wrong user")
     if bot["failed_posts"]:
         found.append(f"{bot['failed_posts']} posts not acknowledged")
-    return ("check: every acknowledged question pushed exactly once, to its asker: "
+    return ("check: every acknowledged question answered exactly once, to its asker: "
             + ("ok" if not found else "FAILED (" + "; ".join(found) + ")"))
 
 
 def correct(bot: dict) -> bool:
-    """Every question acknowledged and pushed exactly once, to its asker, and nothing else pushed."""
-    return (bot["pushed_once"] == bot["acked"] == bot["offered"] and not bot["pushed_unacked"]
-            and not bot["pushed_to_wrong_user"])
+    """Every question acknowledged and answered exactly once, to its asker, and nothing else sent."""
+    return (bot["answered_once"] == bot["acked"] == bot["offered"] and not bot["answered_unacked"]
+            and not bot["answered_wrong_user"])
+
+
+def outcome(acked: dict[str, list], answers: list[list], users: dict[str, str]) -> dict:
+    """How the acknowledged questions (`acked`: question → post) were answered, from `answers`
+    (`[t, touser, content]`: the pushes and the passive replies)."""
+    times = count_by_question(answers, 2)
+    first = first_by_question(answers, 2)
+    return {
+        "answered_once": sum(1 for k in acked if times.get(k) == 1),
+        "answered_twice_or_more": sum(1 for k in acked if times.get(k, 0) > 1),
+        "not_answered": sum(1 for k in acked if k not in times),
+        "not_answered_examples": sorted(k for k in acked if k not in times)[:10],
+        "answered_unacked": sum(1 for k in times if k not in acked),
+        "answered_wrong_user": sum(1 for k, row in first.items() if users.get(k) != row[1]),
+    }
 
 
 def fmt(v, digits: int = 1) -> str:

@@ -8,9 +8,11 @@ response), and noting when each was acknowledged.
 REQUESTS.tsv has one `key<TAB>path?query<TAB>body` line per message. Message i is posted at
 start + i / rate whether or not earlier ones were answered (an open-loop load: a slow server does not
 slow the offer down). The output JSON has `start` and `end` (monotonic clock), `cpu_s` (this process's
-CPU while posting) and `posts`: `[key, t_sent, t_ack, status]` each (t_ack null and status 0 when the
-post failed). asyncio on one core costs a fraction of a millisecond a post; wrk could pace the same
-posts (a Lua `delay()`), but its Lua `response()` cannot tell which message an answer belongs to.
+CPU while posting) and `posts`: `[key, t_sent, t_ack, status, reply]` each (t_ack null and status 0
+when the post failed; reply: the body when it is a passive reply rather than `success` or empty — an
+answer ready before the ack goes out in it). asyncio on one core costs a fraction of a millisecond a
+post; wrk could pace the same posts (a Lua `delay()`), but its Lua `response()` cannot tell which
+message an answer belongs to.
 """
 
 from __future__ import annotations
@@ -29,18 +31,19 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-async def post(host: str, port: int, request: bytes, timeout: float) -> int:
+async def post(host: str, port: int, request: bytes, timeout: float) -> tuple[int, str]:
+    """(status, body) of one post on a connection of its own."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     try:
         writer.write(request)
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
-        status = int(head.split(b" ", 2)[1])
+        status, body = int(head.split(b" ", 2)[1]), b""
         for line in head.split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
             if name.strip().lower() == b"content-length":
-                await asyncio.wait_for(reader.readexactly(int(value)), timeout)
+                body = await asyncio.wait_for(reader.readexactly(int(value)), timeout)
                 break
-        return status
+        return status, body.decode(errors="replace")
     finally:
         writer.close()
 
@@ -56,10 +59,10 @@ async def run(lines: list[tuple[str, str, str]], url: str, rate: float, timeout:
     async def one(key: str, request: bytes) -> None:
         sent = time.monotonic()
         try:
-            status = await post(host, port, request, timeout)
-            posts.append([key, sent, time.monotonic(), status])
+            status, body = await post(host, port, request, timeout)
+            posts.append([key, sent, time.monotonic(), status, None if body in ("success", "") else body])
         except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError, IndexError):
-            posts.append([key, sent, None, 0])
+            posts.append([key, sent, None, 0, None])
 
     cpu0, start = _cpu(), time.monotonic()
     tasks = []

@@ -19,13 +19,15 @@ long after the load the last answer arrived; ack → push latency (ack time from
 arrival time at the fake WeChat, matched by the question the answer echoes); CPU per answer of the
 worker (its whole process tree, reaped children included, checked against wait4 at its exit), per
 message of the web, and of Redis, the fakes and the load generator; and whether every acknowledged
-question was pushed exactly once. The floor: one gevent process that, at the same rate, streams each
+question was answered exactly once, to its asker (pushed; or, when the answer was ready before the
+ack, in the webhook's own reply, read from the ack: chatgate does that even with WECHAT_REPLY_WAIT=0,
+and it counts at 0 ms). The floor: one gevent process that, at the same rate, streams each
 answer from the same fake LLM with the real openai client and pushes it with the real wechatpy
 client (scripts/bench_floor.py).
 
 `--env NAME=VALUE` passes a setting to web and worker (e.g. CHATGATE_WORKERS=8). Progress goes to
 stderr; the table (or with --json, one JSON object) to stdout. Exit status 1 when an acknowledged
-question was not pushed exactly once.
+question was not answered exactly once.
 """
 
 from __future__ import annotations
@@ -50,13 +52,14 @@ from bench_answering import (  # noqa: E402
     as_json,
     bot_env,
     correct,
-    count_by_question,
     drain,
     first_by_question,
     fmt,
     interrupt_on_signals,
     log,
+    outcome,
     parse_env,
+    passive_replies,
     percentile,
     problems,
     run_asker,
@@ -104,23 +107,25 @@ def measure_bot(args, procs: Processes, fakes: Fakes, tmp: Path) -> dict:
         u1 = bot.usage(fakes)
         acks = json.loads((tmp / "acks.json").read_text())
         acked = {p[0]: p for p in acks["posts"] if p[3] == 200}
-        log(f"load done: {len(acked)} of {count} acknowledged; waiting for the answers")
-        everything = drain(fakes, len(acked), acks["end"], args.drain)
+        passive = [r for r in passive_replies(acks["posts"]) if QUESTION.search(r[2])]
+        log(f"load done: {len(acked)} of {count} acknowledged ({len(passive)} answered in the ack itself); "
+            f"waiting for the answers")
+        everything = drain(fakes, len(acked) - len(passive), acks["end"], args.drain)
         u2 = bot.usage(fakes)
         report = fakes.report()
-        seen, waited = bot.stop_worker()
+        (tmp / "fakes.json").write_text(json.dumps(report))  # what the fakes saw, for --keep
+        seen, waited = bot.stop_worker_counted()
     except BaseException:
         log("the bot's log ends with:\n" + bot.log()[-3000:])
         raise
     finally:
         bot.stop()
-    sends = report["sends"]
-    times = count_by_question(sends, 2)
-    pushed = first_by_question(sends, 2)
-    n = sum(1 for s in sends if QUESTION.search(s[2])) or math.nan
-    stats = delivery(sends, {k: a[2] for k, a in acked.items()}, acks["start"], acks["end"], args.rate)
+    answers = report["sends"] + passive
+    n = sum(1 for s in answers if QUESTION.search(s[2])) or math.nan
+    stats = delivery(answers, {k: a[2] for k, a in acked.items()}, acks["start"], acks["end"], args.rate)
     return {
-        "offered": count, "acked": len(acked), "failed_posts": count - len(acked), "pushes": len(sends),
+        "offered": count, "acked": len(acked), "failed_posts": count - len(acked), "pushes": len(report["sends"]),
+        "answered_in_ack": len(passive),
         **{k: v for k, v in stats.items() if not k.endswith("_ms")},
         "ack_to_push_p50_ms": stats["p50_ms"], "ack_to_push_p99_ms": stats["p99_ms"],
         "ack_to_push_max_ms": stats["max_ms"],
@@ -132,11 +137,7 @@ def measure_bot(args, procs: Processes, fakes: Fakes, tmp: Path) -> dict:
         "cpu_during_load": u0.until(u1), "cpu_after_load": u1.until(u2),
         "worker_processes": workers,
         "worker_cpu_check": {"proc_tree_s": seen, "wait4_s": waited},
-        "pushed_once": sum(1 for k in acked if times.get(k) == 1),
-        "pushed_twice_or_more": sum(1 for k in acked if times.get(k, 0) > 1),
-        "not_pushed": sum(1 for k in acked if k not in times),
-        "pushed_unacked": sum(1 for k in times if k not in acked),
-        "pushed_to_wrong_user": sum(1 for k, row in pushed.items() if users.get(k) != row[1]),
+        **outcome(acked, answers, users),
         "all_arrived": everything,
         "fakes_saw": {"connections": report["connections"], "requests": report["requests"]},
     }
@@ -154,7 +155,6 @@ def measure_floor(args, procs: Processes, fakes: Fakes, tmp: Path) -> dict:
     errors = [a[3] for a in floor["answers"] if a[3]]
     if errors:
         log(f"floor: {len(errors)} answers failed, e.g. {errors[0]}")
-    times = count_by_question(sends, 2)
     stats = delivery(sends, {a[0]: a[1] for a in floor["answers"]}, floor["start"], floor["end"], args.rate)
     return {
         "offered": count, "pushes": len(sends), "errors": len(errors),
@@ -163,7 +163,7 @@ def measure_floor(args, procs: Processes, fakes: Fakes, tmp: Path) -> dict:
         "offer_to_push_max_ms": stats["max_ms"],
         "floor_cpu_ms_per_answer": floor["cpu_s"] * 1000 / n,
         "fakes_cpu_ms_per_answer": (f1 - f0) * 1000 / n,
-        "pushed_once": sum(1 for a in floor["answers"] if times.get(a[0]) == 1),
+        "answered_once": outcome({a[0]: a for a in floor["answers"]}, sends, {})["answered_once"],
     }
 
 
@@ -190,8 +190,8 @@ def summary(args, bot: dict, floor: dict | None, load_before: str) -> str:
         row("Redis CPU per answer (ms)", bot["redis_cpu_ms_per_answer"], "—" if floor else "", 2),
         row("fakes' CPU per answer (ms)", bot["fakes_cpu_ms_per_answer"], f.get("fakes_cpu_ms_per_answer", ""), 2),
         row("load generator CPU per post (ms)", bot["asker_cpu_ms_per_post"], "—" if floor else "", 2),
-        row("pushed exactly once", f"{bot['pushed_once']} of {bot['acked']}",
-            f"{f['pushed_once']} of {f['offered']}" if floor else ""),
+        row("answered exactly once", f"{bot['answered_once']} of {bot['acked']}",
+            f"{f['answered_once']} of {f['offered']}" if floor else ""),
     ]
     check = bot["worker_cpu_check"]
     lines = [
@@ -199,7 +199,7 @@ def summary(args, bot: dict, floor: dict | None, load_before: str) -> str:
         f"instant model",
         f"machine: {os.cpu_count()} cores, load average before {load_before}",
         cpu_line("during the load", bot["cpu_during_load"]),
-        cpu_line("after the load", bot["cpu_after_load"]),
+        *([cpu_line("after the load", bot["cpu_after_load"])] if bot["cpu_after_load"]["seconds"] >= 1 else []),
         f"worker: `chatgate worker`, {bot['worker_processes']} processes at idle"
         + (f"; settings {' '.join(args.env)}" if args.env else ""),
         "",
@@ -209,6 +209,9 @@ def summary(args, bot: dict, floor: dict | None, load_before: str) -> str:
         f"{check['wait4_s']:.2f} s from wait4 at exit (start-up and shut-down included in both, shut-down "
         f"only in the second)",
     ]
+    if bot["answered_in_ack"]:
+        lines.append(f"answers ready before the webhook acked, sent in its own reply: {bot['answered_in_ack']} "
+                     f"(their ack → answer counts as 0 ms)")
     lines.append(f"the fakes saw, from chatgate: {bot['fakes_saw']['connections']} connections, requests "
                  + ", ".join(f"{k} {v}" for k, v in sorted(bot["fakes_saw"]["requests"].items())))
     lines.append(problems(bot, args.drain))

@@ -16,12 +16,13 @@ ack to the start of its LLM call (p50, max); ack → push (p50, max) and how man
 `--target` seconds of their ack; the worker's memory as PSS (/proc/PID/smaps_rollup, summed over its
 processes) idle before the load and at its highest, and per answer in flight = (peak − idle) / most
 calls open at once; CPU per answer of the worker (its process tree, reaped children included) and of
-the fakes; and whether every acknowledged question was pushed exactly once. The floor: one gevent
+the fakes; and whether every acknowledged question was answered exactly once (pushed, or in the
+webhook's own reply when it was ready before the ack). The floor: one gevent
 process streaming the same N answers from the same fake with the real openai client and pushing them
 with wechatpy, offered the same way (scripts/bench_floor.py), with its own PSS and CPU.
 
 `--env NAME=VALUE` passes a setting to web and worker. Progress goes to stderr; the table (or with
---json, one JSON object) to stdout. Exit status 1 when an acknowledged question was not pushed
+--json, one JSON object) to stdout. Exit status 1 when an acknowledged question was not answered
 exactly once.
 """
 
@@ -48,14 +49,15 @@ from bench_answering import (  # noqa: E402
     as_json,
     bot_env,
     correct,
-    count_by_question,
     drain,
     first_by_question,
     fmt,
     interrupt_on_signals,
     log,
     median,
+    outcome,
     parse_env,
+    passive_replies,
     problems,
     run_asker,
     run_floor,
@@ -103,36 +105,32 @@ def measure_bot(args, procs: Processes, fakes: Fakes, tmp: Path) -> dict:
         procs.stop(asker)
         acks = json.loads((tmp / "acks.json").read_text())
         acked = {p[0]: p for p in acks["posts"] if p[3] == 200}
+        passive = [r for r in passive_replies(acks["posts"]) if QUESTION.search(r[2])]
         log(f"{len(acked)} of {args.n} acknowledged; waiting for the answers")
-        everything = drain(fakes, len(acked), acks["end"], args.drain)
+        everything = drain(fakes, len(acked) - len(passive), acks["end"], args.drain)
         sampler.stop()
         w1, f1 = bot.worker_cpu_s(), fakes.cpu_s()
         report = fakes.report()
-        bot.stop_worker()
+        (tmp / "fakes.json").write_text(json.dumps(report))  # what the fakes saw, for --keep
+        bot.stop_worker_counted()
     except BaseException:
         log("the bot's log ends with:\n" + bot.log()[-3000:])
         raise
     finally:
         bot.stop()
-    sends = report["sends"]
-    times = count_by_question(sends, 2)
-    pushed = first_by_question(sends, 2)
-    n = sum(1 for s in sends if QUESTION.search(s[2])) or math.nan
+    answers = report["sends"] + passive
+    n = sum(1 for s in answers if QUESTION.search(s[2])) or math.nan
     return {
         "offered": args.n, "acked": len(acked), "failed_posts": args.n - len(acked),
-        "peak_llm_calls": report["peak"],
-        **timings(report["calls"], sends, {k: a[2] for k, a in acked.items()}, args.target),
+        "answered_in_ack": len(passive), "peak_llm_calls": report["peak"],
+        **timings(report["calls"], answers, {k: a[2] for k, a in acked.items()}, args.target),
         "pss_idle_mb": idle / 1024, "pss_peak_mb": peak["pss_kb"] / 1024,
         "pss_per_inflight_mb": (peak["pss_kb"] - idle) / 1024 / report["peak"] if report["peak"] else math.nan,
         "worker_cpu_ms_per_answer": (w1 - w0) * 1000 / n,
         "fakes_cpu_ms_per_answer": (f1 - f0) * 1000 / n,
         "llm_calls": len(report["calls"]),
         "worker_processes": workers,
-        "pushed_once": sum(1 for k in acked if times.get(k) == 1),
-        "pushed_twice_or_more": sum(1 for k in acked if times.get(k, 0) > 1),
-        "not_pushed": sum(1 for k in acked if k not in times),
-        "pushed_unacked": sum(1 for k in times if k not in acked),
-        "pushed_to_wrong_user": sum(1 for k, row in pushed.items() if users.get(k) != row[1]),
+        **outcome(acked, answers, users),
         "all_arrived": everything,
         "fakes_saw": {"connections": report["connections"], "requests": report["requests"]},
     }
@@ -149,7 +147,6 @@ def measure_floor(args, procs: Processes, fakes: Fakes, tmp: Path) -> dict:
     errors = [a[3] for a in floor["answers"] if a[3]]
     if errors:
         log(f"floor: {len(errors)} answers failed, e.g. {errors[0]}")
-    times = count_by_question(sends, 2)
     n = len(sends) or math.nan
     return {
         "offered": args.n, "errors": len(errors), "peak_llm_calls": report["peak"],
@@ -159,7 +156,7 @@ def measure_floor(args, procs: Processes, fakes: Fakes, tmp: Path) -> dict:
                                 if report["peak"] else math.nan),
         "floor_cpu_ms_per_answer": floor["cpu_s"] * 1000 / n,
         "fakes_cpu_ms_per_answer": (f1 - f0) * 1000 / n,
-        "pushed_once": sum(1 for a in floor["answers"] if times.get(a[0]) == 1),
+        "answered_once": outcome({a[0]: a for a in floor["answers"]}, sends, {})["answered_once"],
     }
 
 
@@ -187,8 +184,8 @@ def summary(args, bot: dict, floor: dict | None, load_before: str) -> str:
         row("worker CPU per answer (ms; floor: its process)", "worker_cpu_ms_per_answer", 1,
             "floor_cpu_ms_per_answer"),
         row("fakes' CPU per answer (ms)", "fakes_cpu_ms_per_answer", 2),
-        ("pushed exactly once", f"{bot['pushed_once']} of {bot['acked']}",
-         f"{f['pushed_once']} of {f['offered']}" if floor else ""),
+        ("answered exactly once", f"{bot['answered_once']} of {bot['acked']}",
+         f"{f['answered_once']} of {f['offered']}" if floor else ""),
     ]
     lines = [
         f"bench_inflight: {args.n} questions from {args.n} users over {args.window:g} s, each answer streamed in "
@@ -200,6 +197,8 @@ def summary(args, bot: dict, floor: dict | None, load_before: str) -> str:
         table(rows, ("", "chatgate", "floor (one gevent process)")),
         "",
     ]
+    if bot["answered_in_ack"]:
+        lines.append(f"answers ready before the webhook acked, sent in its own reply: {bot['answered_in_ack']}")
     lines.append(f"the fakes saw, from chatgate: {bot['fakes_saw']['connections']} connections, requests "
                  + ", ".join(f"{k} {v}" for k, v in sorted(bot["fakes_saw"]["requests"].items())))
     lines.append(problems(bot, args.drain))

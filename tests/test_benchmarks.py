@@ -21,9 +21,9 @@ def run(script: str, *args: str) -> dict:
 def test_bench_delivery_answers_every_question_once_and_accounts_for_the_workers_cpu():
     result = run("bench_delivery.py", "--rate", "4", "--duration", "1.5")
     bot, floor = result["chatgate"], result["floor"]
-    assert bot["offered"] == bot["acked"] == bot["pushed_once"] == 6
-    assert bot["pushed_twice_or_more"] == bot["pushed_unacked"] == bot["pushed_to_wrong_user"] == 0
-    assert floor["offered"] == floor["pushed_once"] == 6 and floor["errors"] == 0
+    assert bot["offered"] == bot["acked"] == bot["answered_once"] == 6
+    assert bot["answered_twice_or_more"] == bot["answered_unacked"] == bot["answered_wrong_user"] == 0
+    assert floor["offered"] == floor["answered_once"] == 6 and floor["errors"] == 0
     assert bot["ack_to_push_p50_ms"] > 0 and floor["offer_to_push_p50_ms"] > 0
     assert bot["worker_cpu_ms_per_answer"] > 0 and floor["floor_cpu_ms_per_answer"] > 0
     # the /proc reading of the worker's tree (reaped children included) agrees with wait4 at its exit
@@ -34,7 +34,7 @@ def test_bench_delivery_answers_every_question_once_and_accounts_for_the_workers
 def test_bench_inflight_counts_the_llm_calls_open_at_once_and_the_workers_memory():
     result = run("bench_inflight.py", "-n", "3", "--window", "0.3", "--model-seconds", "1.5", "--no-floor")
     bot = result["chatgate"]
-    assert bot["offered"] == bot["acked"] == bot["pushed_once"] == bot["answered"] == 3
+    assert bot["offered"] == bot["acked"] == bot["answered_once"] == bot["answered"] == 3
     assert bot["peak_llm_calls"] >= 2  # the slow answers overlap
     assert bot["queue_p50_s"] >= 0 and bot["answer_p50_s"] >= 1.5  # nothing answers before the model does
     assert 0 < bot["pss_idle_mb"] <= bot["pss_peak_mb"]

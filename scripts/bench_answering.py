@@ -62,11 +62,13 @@ class Processes:
         self.procs: list[subprocess.Popen] = []
 
     def start(self, args: list[str], **kwargs) -> subprocess.Popen:
+        """Start `args` from the repository, in a session of its own."""
         proc = subprocess.Popen(args, cwd=ROOT, start_new_session=True, stdin=subprocess.DEVNULL, **kwargs)
         self.procs.append(proc)
         return proc
 
     def stop(self, proc: subprocess.Popen) -> None:
+        """Stop one of them and its session."""
         if proc.poll() is None:
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -80,6 +82,7 @@ class Processes:
             self.procs.remove(proc)
 
     def stop_all(self) -> None:
+        """Stop every one still running."""
         for proc in list(self.procs):
             self.stop(proc)
 
@@ -108,15 +111,19 @@ class Fakes:
                         raise
 
     def count(self) -> dict:
+        """Pushes, LLM calls, streams open and the most open at once."""
         return self._call("/_bench/count")
 
     def report(self) -> dict:
+        """Everything the fakes recorded since the last reset."""
         return self._call("/_bench/report")
 
     def reset(self) -> dict:
+        """Forget the records and the peak."""
         return self._call("/_bench/reset", "POST")
 
     def cpu_s(self) -> float:
+        """CPU seconds the fakes have used."""
         return cpu_s(self.proc.pid)
 
 
@@ -155,18 +162,23 @@ class Bot(LiveBot):
     """The Procfile's web and worker (tests/live.py), with their CPU and memory read from /proc."""
 
     def worker_cpu_s(self) -> float:
+        """CPU seconds of the worker's process tree."""
         return tree_cpu_s(self.worker.pid)
 
     def web_cpu_s(self) -> float:
+        """CPU seconds of gunicorn's process tree."""
         return tree_cpu_s(self.web.pid)
 
     def redis_cpu_s(self) -> float:
+        """CPU seconds of the Redis server."""
         return cpu_s(self.redis.proc.pid)
 
     def worker_pss_kb(self) -> int:
+        """PSS of the worker's process tree, in kB."""
         return tree_pss_kb(self.worker.pid)
 
     def worker_processes(self) -> int:
+        """How many processes the worker runs."""
         return len(session_pids(self.worker.pid))
 
     def usage(self, fakes: Fakes) -> Usage:
@@ -261,6 +273,7 @@ def first_by_question(rows: list[list], index: int) -> dict[str, list]:
 
 
 def count_by_question(rows: list[list], index: int) -> dict[str, int]:
+    """How many times each question (`q-<i>`) is named in column `index`."""
     counts: dict[str, int] = {}
     for row in rows:
         for q in QUESTION.findall(str(row[index])):
@@ -309,6 +322,7 @@ def interrupt_on_signals() -> None:
 
 
 def log(text: str) -> None:
+    """Progress, to stderr."""
     print(text, file=sys.stderr, flush=True)
 
 

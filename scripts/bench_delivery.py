@@ -71,8 +71,9 @@ from bench_usage import cpu_line, load_average  # noqa: E402
 
 
 def delivery(sends: list[list], since: dict[str, float], start: float, last_offer: float, rate: float) -> dict:
-    """Rates, backlog and latency of the pushes of the questions in `since` (question → the time its
-    latency counts from), for a load offered from `start` to `last_offer` at `rate`."""
+    """Rates, backlog and latency of the answers (`sends`: `[t, touser, content]`) of the questions in
+    `since` (question → the time its latency counts from), for a load offered from `start` to
+    `last_offer` at `rate`."""
     sends = [s for s in sends if QUESTION.search(s[2])]
     pushed = first_by_question(sends, 2)
     load_end = last_offer + 1 / rate  # the load's last interval ends here
@@ -91,6 +92,7 @@ def delivery(sends: list[list], since: dict[str, float], start: float, last_offe
 
 
 def measure_bot(args, procs: Processes, fakes: Fakes, tmp: Path) -> dict:
+    """The Procfile's processes under the load, until every answer arrived (or the drain limit)."""
     count = max(1, round(args.rate * args.duration))
     users = write_requests(tmp / "requests.tsv", count, 7_000_000_000_000 + int(time.time()) % 10**6 * 10**6)
     bot = Bot(tmp, bot_env(tmp, fakes, parse_env(args.env)))
@@ -144,6 +146,7 @@ def measure_bot(args, procs: Processes, fakes: Fakes, tmp: Path) -> dict:
 
 
 def measure_floor(args, procs: Processes, fakes: Fakes, tmp: Path) -> dict:
+    """The same answers from the floor process, against the same fakes."""
     count = max(1, round(args.rate * args.duration))
     log(f"the floor: {count} answers at {args.rate:g}/s from one gevent process")
     fakes.reset()
@@ -168,6 +171,7 @@ def measure_floor(args, procs: Processes, fakes: Fakes, tmp: Path) -> dict:
 
 
 def summary(args, bot: dict, floor: dict | None, load_before: str) -> str:
+    """The plain-text report."""
     f = floor or {}
 
     def row(name, b, fl="", digits=1):

@@ -50,13 +50,16 @@ class Records:
         self.connections = 0
 
     def reset(self) -> None:
+        """Forget the records; the peak starts again from the streams open now."""
         self.sends, self.calls, self.active, self.peak = [], [], self.active, self.active
         self.requests, self.connections = {}, 0
 
     def count(self) -> dict:
+        """The counters."""
         return {"sent": len(self.sends), "calls": len(self.calls), "active": self.active, "peak": self.peak}
 
     def report(self) -> dict:
+        """The counters and every record."""
         return {**self.count(), "connections": self.connections, "requests": self.requests, "sends": self.sends,
                 "calls": self.calls}
 
@@ -123,6 +126,7 @@ class FakeWeChat:
         return {"access_token": max(r.tokens), "expires_in": 7200}
 
     async def route(self, method, target, headers, body, writer) -> None:
+        """Answer one request on WeChat's port (the benchmark's own /_bench/ requests too)."""
         url = urlsplit(target)
         query = dict(parse_qsl(url.query))
         r = self.records
@@ -166,6 +170,7 @@ class FakeLLM:
         return [answer[:6], answer[6:]] + [" ."] * (self.chunks - 2)
 
     async def route(self, method, target, headers, body, writer) -> None:
+        """Answer one request on the LLM's port."""
         path = urlsplit(target).path
         if headers.get(b"authorization") != self.auth:
             writer.write(_json(401, {"error": {"message": "Incorrect API key provided.",

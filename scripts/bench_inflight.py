@@ -82,6 +82,7 @@ def timings(calls: list[list], sends: list[list], since: dict[str, float], targe
 
 
 def measure_bot(args, procs: Processes, fakes: Fakes, tmp: Path) -> dict:
+    """The Procfile's processes answering the N questions, until every answer arrived (or the drain limit)."""
     users = write_requests(tmp / "requests.tsv", args.n, 8_000_000_000_000 + int(time.time()) % 10**6 * 10**6)
     bot = Bot(tmp, bot_env(tmp, fakes, parse_env(args.env)))
     peak = {"pss_kb": 0}
@@ -137,6 +138,7 @@ def measure_bot(args, procs: Processes, fakes: Fakes, tmp: Path) -> dict:
 
 
 def measure_floor(args, procs: Processes, fakes: Fakes, tmp: Path) -> dict:
+    """The same N answers from the floor process, against the same fakes."""
     log(f"the floor: {args.n} streaming calls over {args.window:g} s from one gevent process")
     fakes.reset()
     f0 = fakes.cpu_s()
@@ -161,6 +163,7 @@ def measure_floor(args, procs: Processes, fakes: Fakes, tmp: Path) -> dict:
 
 
 def summary(args, bot: dict, floor: dict | None, load_before: str) -> str:
+    """The plain-text report."""
     f = floor or {}
     dash = "—" if floor else ""
 

@@ -261,7 +261,7 @@ def server_env(tmp: Path, redis_url: str, port: int, log_level: str, reply_wait:
         "WECHAT_APP_ID": APP_ID,
         "WECHAT_APP_SECRET": APP_SECRET,
         "WECHAT_AES_KEY": AES_KEY,
-        "CHATGATE_FREE_TRIAL": str(10**9),
+        "CHATGATE_FREE_TRIAL": str(10**6),  # the largest trial allowed (config.settings.MAX_FREE_TRIAL)
         "PORT": str(port),
         "CHATGATE_HOST": "127.0.0.1",
         "CHATGATE_LOG_LEVEL": log_level,

@@ -32,13 +32,10 @@ question was not answered exactly once.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -49,13 +46,10 @@ from bench_answering import (  # noqa: E402
     Bot,
     Fakes,
     Processes,
-    as_json,
     bot_env,
-    correct,
     drain,
     first_by_question,
     fmt,
-    interrupt_on_signals,
     log,
     outcome,
     parse_env,
@@ -67,7 +61,8 @@ from bench_answering import (  # noqa: E402
     table,
     write_requests,
 )
-from bench_usage import cpu_line, load_average  # noqa: E402
+from bench_main import parser, run  # noqa: E402
+from bench_usage import cpu_line  # noqa: E402
 
 
 def delivery(sends: list[list], since: dict[str, float], start: float, last_offer: float, rate: float) -> dict:
@@ -223,45 +218,16 @@ def summary(args, bot: dict, floor: dict | None, load_before: str) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--rate", type=float, default=100, help="questions offered a second (default 100)")
     ap.add_argument("--duration", type=float, default=20, help="seconds of load (default 20)")
     ap.add_argument("--drain", type=float, default=900,
                     help="most seconds to wait for the answers after the load (default 900)")
-    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                    help="a setting for web and worker; repeat for more")
-    ap.add_argument("--no-floor", action="store_true", help="measure chatgate only")
-    ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database)")
     args = ap.parse_args()
     if args.rate <= 0 or args.duration <= 0:
         ap.error("--rate and --duration must be positive")
-    try:
-        parse_env(args.env)
-    except ValueError as exc:
-        ap.error(str(exc))
-    interrupt_on_signals()
-    tmp = Path(tempfile.mkdtemp(prefix="chatgate-delivery-", dir="/tmp"))
-    procs = Processes()
-    load_before = load_average()
-    try:
-        fakes = Fakes(procs)
-        bot = measure_bot(args, procs, fakes, tmp)
-        floor = None if args.no_floor else measure_floor(args, procs, fakes, tmp)
-        result = {"rate": args.rate, "duration": args.duration, "env": args.env, "cores": os.cpu_count(),
-                  "load_average_before": load_before, "chatgate": bot, "floor": floor}
-        print(as_json(result) if args.json else summary(args, bot, floor, load_before))
-        return 0 if correct(bot) else 1
-    except KeyboardInterrupt:
-        log("interrupted; stopping")
-        return 130
-    finally:
-        procs.stop_all()
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    return run(ap, args, "delivery", Fakes, measure_bot, measure_floor,
+               {"rate": args.rate, "duration": args.duration}, summary)
 
 
 if __name__ == "__main__":

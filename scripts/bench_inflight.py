@@ -28,13 +28,10 @@ exactly once.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -46,13 +43,10 @@ from bench_answering import (  # noqa: E402
     Fakes,
     Processes,
     Sampler,
-    as_json,
     bot_env,
-    correct,
     drain,
     first_by_question,
     fmt,
-    interrupt_on_signals,
     log,
     median,
     outcome,
@@ -64,7 +58,7 @@ from bench_answering import (  # noqa: E402
     table,
     write_requests,
 )
-from bench_usage import load_average  # noqa: E402
+from bench_main import parser, run  # noqa: E402
 
 
 def timings(calls: list[list], sends: list[list], since: dict[str, float], target: float) -> dict:
@@ -209,8 +203,7 @@ def summary(args, bot: dict, floor: dict | None, load_before: str) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("-n", type=int, default=500, help="questions, each from a user of its own (default 500)")
     ap.add_argument("--window", type=float, default=2, help="seconds over which they are posted (default 2)")
     ap.add_argument("--model-seconds", type=float, default=10, help="how long each answer streams (default 10)")
@@ -218,40 +211,12 @@ def main() -> int:
     ap.add_argument("--target", type=float, default=15, help="seconds from ack to push counted as on time (15)")
     ap.add_argument("--drain", type=float, default=600,
                     help="most seconds to wait for the answers after the load (default 600)")
-    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                    help="a setting for web and worker; repeat for more")
-    ap.add_argument("--no-floor", action="store_true", help="measure chatgate only")
-    ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database)")
     args = ap.parse_args()
     if args.n < 1 or args.window <= 0 or args.model_seconds < 0 or args.chunks < 3:
         ap.error("need -n >= 1, --window > 0, --model-seconds >= 0 and --chunks >= 3")
-    try:
-        parse_env(args.env)
-    except ValueError as exc:
-        ap.error(str(exc))
-    interrupt_on_signals()
-    tmp = Path(tempfile.mkdtemp(prefix="chatgate-inflight-", dir="/tmp"))
-    procs = Processes()
-    load_before = load_average()
-    try:
-        fakes = Fakes(procs, args.model_seconds, args.chunks)
-        bot = measure_bot(args, procs, fakes, tmp)
-        floor = None if args.no_floor else measure_floor(args, procs, fakes, tmp)
-        result = {"n": args.n, "window": args.window, "model_seconds": args.model_seconds, "chunks": args.chunks,
-                  "env": args.env, "cores": os.cpu_count(), "load_average_before": load_before,
-                  "chatgate": bot, "floor": floor}
-        print(as_json(result) if args.json else summary(args, bot, floor, load_before))
-        return 0 if correct(bot) else 1
-    except KeyboardInterrupt:
-        log("interrupted; stopping")
-        return 130
-    finally:
-        procs.stop_all()
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    fields = {"n": args.n, "window": args.window, "model_seconds": args.model_seconds, "chunks": args.chunks}
+    return run(ap, args, "inflight", lambda procs: Fakes(procs, args.model_seconds, args.chunks), measure_bot,
+               measure_floor, fields, summary)
 
 
 if __name__ == "__main__":

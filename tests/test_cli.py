@@ -15,11 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from bot.cli import main
 from bot.models import TEXT, IncomingMessage
 from bot.stats import COLUMNS, FUNNEL, day_windows
+from tests.cli_run import cli, ok
 from tests.wechat_sim import text_xml
 
 DAY = 86400
@@ -27,14 +26,6 @@ OPENID = "oUser_cli_0001"
 CHATGATE = str(Path(sys.executable).parent / "chatgate")
 
 
-def cli(*args, input=None):
-    return CliRunner().invoke(main, [str(a) for a in args], input=input)
-
-
-def ok(*args, input=None):
-    result = cli(*args, input=input)
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def person(store, openid=OPENID, *, free_trial=10, key=None, text="hello", now=None):

@@ -9,13 +9,12 @@ import sqlite3
 import time
 
 import pytest
-from click.testing import CliRunner
 
 from bot import codes, limits, members, texts
-from bot.cli import main
 from bot.errors import MembershipTooLong, UnknownUser
 from bot.models import TEXT, IncomingMessage
 from tests import wechat_sim
+from tests.cli_run import cli, ok
 from tests.wechat_sim import text_xml
 
 DAY = 86400
@@ -23,14 +22,6 @@ OPENID = "oUser_bounds_01"
 HUGE = "99999999999999999999"  # beyond SQLite's integers
 
 
-def cli(*args, input=None):
-    return CliRunner().invoke(main, [str(a) for a in args], input=input)
-
-
-def ok(*args, input=None):
-    result = cli(*args, input=input)
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def refused(code: int, *args) -> str:

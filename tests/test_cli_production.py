@@ -16,15 +16,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from rq import Queue
 from rq.serializers import JSONSerializer
 from werkzeug.serving import make_server
 
-from bot.cli import embedded_redis_dir, main
+from bot.cli import embedded_redis_dir
 from bot.embedded_redis import EmbeddedRedis
 from bot.models import TEXT, IncomingMessage
 from config import VARIABLES, SettingsError, load_settings
+from tests.cli_run import cli, ok
 from tests.conftest import LLM_KEY
 from tests.wechat_sim import sign_encrypted, text_xml
 
@@ -33,14 +33,6 @@ WIDTH = max(len(var.name) for var in VARIABLES)
 OPENID = "oUser_prod_0001"
 
 
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def ok(*args):
-    result = cli(*args)
-    assert result.exit_code == 0, result.output
-    return result
 
 
 @pytest.fixture

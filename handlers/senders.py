@@ -38,8 +38,43 @@ class Sender(Protocol):
     def send(self, user: str, text: str, *, chat: str = "", message_key: str = "", idem: str = "") -> None:
         """Push one text to the user (as a reply to `message_key` where the platform has replies)."""
 
+    def progress(self, d: dict, store) -> Progress:
+        """What the user is shown while delivery `d` (a store row) is being answered: a streaming
+        card, a typing state, or nothing (`NO_PROGRESS`)."""
 
-class PushOnly:
+
+class Progress(Protocol):
+    """Shows one try's answer taking shape. Never raises: a failure to show progress costs the user
+    only the view, not the answer."""
+
+    def update(self, answer: str, thinking: str) -> None:
+        """The answer so far and the model's thinking so far (the answer never holds the thinking)."""
+
+    def stop(self) -> None:
+        """The try has ended (answered or not): stop showing progress, within a moment."""
+
+
+class NoProgress:
+    """Nothing shown while an answer is written."""
+
+    def update(self, answer: str, thinking: str) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+NO_PROGRESS = NoProgress()
+
+
+class Silent:
+    """A sender that shows nothing while an answer is written."""
+
+    def progress(self, d: dict, store) -> Progress:
+        return NO_PROGRESS
+
+
+class PushOnly(Silent):
     """The policy of a platform with no passive reply (Feishu): every page is pushed, with no budget,
     and a page refused for good can go out no other way."""
 

@@ -164,7 +164,11 @@ def answer(ctx: Context, d: dict) -> str:
             history = ctx.store.history(d["user_id"], d["chat"], turns=settings.history_turns,
                                         max_chars=settings.history_chars)
             messages = build_messages(settings, history, d["question"])
-            text = ctx.llm.complete(messages)
+            progress = ctx.sender(d["platform"]).progress(d, ctx.store)
+            try:
+                text = ctx.llm.complete(messages, on_delta=progress.update)
+            finally:
+                progress.stop()
         except GiveBack:
             ctx.store.give_back(d["id"], attempt)
             raise

@@ -26,6 +26,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
@@ -38,6 +39,9 @@ from config import Settings, metrics
 from workers.limits import Backoff
 
 log = logging.getLogger("chatgate.worker")
+
+OnDelta = Callable[[str, str], None]
+"""Told the answer so far and the thinking so far, each time the stream adds to either."""
 
 KEEP_ALIVE = 32
 """Idle connections to the LLM endpoint a worker process keeps open."""
@@ -121,13 +125,15 @@ class LLM:
     def close(self) -> None:
         self.client.close()
 
-    def complete(self, messages: list[dict]) -> str:
+    def complete(self, messages: list[dict], on_delta: OnDelta | None = None) -> str:
+        """The answer to `messages`. `on_delta(answer_so_far, thinking_so_far)` is called as the
+        stream grows (the answer never holds the model's thinking)."""
         started = time.monotonic()
         timing = self._local.timing = Timing()
         timer = gevent.Timeout(self.deadline)
         timer.start()
         try:
-            answer = self._complete(messages, started, timing)
+            answer = self._complete(messages, started, timing, on_delta)
         except gevent.Timeout as exc:
             if exc is not timer:
                 raise
@@ -146,7 +152,7 @@ class LLM:
         metrics.LLM_ANSWER.observe(timing.total_s)
         return answer
 
-    def _complete(self, messages: list[dict], started: float, timing: Timing) -> str:
+    def _complete(self, messages: list[dict], started: float, timing: Timing, on_delta: OnDelta | None) -> str:
         """Call until answered; a 429 is waited out while that fits before the deadline."""
         deadline = started + self.deadline
         unsaid = 0
@@ -154,7 +160,7 @@ class LLM:
             if self.backoff is not None:
                 self.backoff.wait(deadline)
             try:
-                return self._stream(messages, started, timing)
+                return self._stream(messages, started, timing, on_delta)
             except RateLimited as exc:
                 if exc.retry_after is None:
                     unsaid += 1
@@ -171,7 +177,7 @@ class LLM:
                 else:
                     gevent.sleep(wait)
 
-    def _stream(self, messages: list[dict], started: float, timing: Timing) -> str:
+    def _stream(self, messages: list[dict], started: float, timing: Timing, on_delta: OnDelta | None) -> str:
         """One streamed call. The SDK makes the request (auth, base URL, timeouts, status errors); the
         server-sent events are read here, to the end of the body: the SDK's own `Stream` stops reading
         at `[DONE]` and closes the response, which throws the connection away (a new TCP and TLS
@@ -205,6 +211,8 @@ class LLM:
                             timing.first_token_s = time.monotonic() - started
                             metrics.LLM_FIRST_TOKEN.observe(timing.first_token_s)
                         parts.append(content)
+                        if on_delta is not None:
+                            on_delta("".join(parts), "")
                     if event.get("usage"):
                         usage = event["usage"]
                     if time.monotonic() - started > self.deadline:
@@ -251,11 +259,14 @@ class DemoLLM:
     def close(self) -> None:
         pass
 
-    def complete(self, messages: list[dict]) -> str:
+    def complete(self, messages: list[dict], on_delta: OnDelta | None = None) -> str:
         question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         turns = sum(1 for m in messages if m["role"] == "user")
-        return (f"{texts.DEMO_PREFIX}You asked: “{question}”. "
-                f"This conversation has {turns} question(s) so far.")
+        answer = (f"{texts.DEMO_PREFIX}You asked: “{question}”. "
+                  f"This conversation has {turns} question(s) so far.")
+        if on_delta is not None:
+            on_delta(answer, "")
+        return answer
 
 
 def llm_for(settings: Settings, redis=None):

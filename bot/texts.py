@@ -17,6 +17,15 @@ EXPIRED_MEMBER = ("“{question}”的回答等待领取超时，已作废，请
                   "The answer to “{question}” waited too long to be fetched and was dropped; please ask again.")
 """The same, for members and questions that were not charged."""
 
+CARD_WAITING = "思考中… (thinking…)"
+"""What a Feishu answer card shows before the model's first words."""
+
+CARD_STREAMING = "[生成中… / writing…]"
+"""The chat list's preview of a Feishu answer card while the answer is being written."""
+
+CARD_THINKING = "思考过程 (thinking)"
+"""The title of the collapsed panel that shows a reasoning model's thinking (CHATGATE_SHOW_THINKING)."""
+
 QUOTE_CHARS = 30
 """How much of the question an apology quotes, so the user knows which one it is about."""
 

@@ -28,6 +28,12 @@ in `handlers/metrics.py`.
     chatgate_llm_tokens_total{kind}                   prompt and completion tokens, as the endpoint reports
     chatgate_platform_api_errors_total{platform,code} WeChat errcodes (40001, 45015, 45047, 48001, 40164…),
                                                       Feishu codes, and `network` for no answer at all
+    chatgate_feishu_cards_total{event}                Feishu answers streamed into cards: created, update
+                                                      (a visible update), update_failed, closed (final text
+                                                      in), dropped (went out as text instead), refused
+                                                      (CardKit refused: text replies for a day)
+    chatgate_feishu_card_first_update_seconds         from the model's first token to the card's first
+                                                      visible update
     chatgate_reconciler_actions_total{action}         what the reconciler did (its log line's words)
     chatgate_wechat_held_posts                        WeChat posts waiting for their answer right now
 """
@@ -57,6 +63,11 @@ LLM_ANSWER = Histogram("chatgate_llm_answer_seconds", "Seconds from the request 
 LLM_TOKENS = Counter("chatgate_llm_tokens", "Tokens the LLM endpoint reported using (prompt, completion).", ["kind"])
 API_ERRORS = Counter("chatgate_platform_api_errors", "Errors the platforms' APIs answered, by code.",
                      ["platform", "code"])
+FEISHU_CARDS = Counter("chatgate_feishu_cards", "Feishu answers streamed into cards, by event (created, update, "
+                       "update_failed, closed, dropped, refused).", ["event"])
+CARD_FIRST_UPDATE = Histogram("chatgate_feishu_card_first_update_seconds",
+                              "Seconds from the model's first token to the card's first visible update.",
+                              buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10))
 RECONCILER = Counter("chatgate_reconciler_actions", "Deliveries and pages the reconciler acted on, by action.",
                      ["action"])
 HELD_POSTS = Gauge("chatgate_wechat_held_posts", "WeChat posts held open waiting for their answer.",

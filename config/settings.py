@@ -23,6 +23,7 @@ from config.values import (  # the parsers of the values
     _at_least_one,
     _at_most,
     _between,
+    _bool,
     _currency,
     _delays,
     _log_format,
@@ -214,6 +215,13 @@ VARIABLES: tuple[Var, ...] = (
         "unsigned ones are refused.", secret=True),
     Var("FEISHU_API_BASE", "feishu_api_base", str, "https://open.feishu.cn",
         "Feishu API origin; `https://open.larksuite.com` for Lark; tests point it at a local fake."),
+    Var("CHATGATE_FEISHU_STREAM", "feishu_stream", _bool, True,
+        "Stream Feishu answers into a card as the model writes them (CardKit: the app needs the "
+        "`cardkit:card:write` permission; without it answers go out as text, and that is remembered for a "
+        "day). `off`: one text reply when the answer is done."),
+    Var("CHATGATE_SHOW_THINKING", "show_thinking", _bool, False,
+        "Show a reasoning model's thinking in a collapsed panel above the answer in Feishu cards. Off by "
+        "default; the thinking is never sent to WeChat, stored, or sent back as history."),
     Var("PORT", "port", int, 8000, "Port of the web process (gunicorn)."),
     Var("CHATGATE_HOST", "host", str, "",
         "Address the web process binds; default `0.0.0.0` in production (the webhook must be "
@@ -324,6 +332,8 @@ class Settings:
     feishu_verification_token: str = field(default="", repr=False)
     feishu_encrypt_key: str = field(default="", repr=False)
     feishu_api_base: str = "https://open.feishu.cn"
+    feishu_stream: bool = True
+    show_thinking: bool = False
     port: int = 8000
     host: str = ""
     web_concurrency: int = 0

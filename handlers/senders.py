@@ -38,6 +38,9 @@ class Sender(Protocol):
     def send(self, user: str, text: str, *, chat: str = "", message_key: str = "", idem: str = "") -> None:
         """Push one text to the user (as a reply to `message_key` where the platform has replies)."""
 
+    def push_page(self, store, d: dict, page: dict, text: str) -> None:
+        """Push page `page` (a store row) of delivery `d` as `text` (`send`, or into the answer's card)."""
+
     def progress(self, d: dict, store) -> Progress:
         """What the user is shown while delivery `d` (a store row) is being answered: a streaming
         card, a typing state, or nothing (`NO_PROGRESS`)."""
@@ -67,14 +70,18 @@ class NoProgress:
 NO_PROGRESS = NoProgress()
 
 
-class Silent:
-    """A sender that shows nothing while an answer is written."""
+class PlainSender:
+    """The defaults of a sender: nothing is shown while an answer is written, and each page is pushed
+    as a message of its own."""
 
     def progress(self, d: dict, store) -> Progress:
         return NO_PROGRESS
 
+    def push_page(self, store, d: dict, page: dict, text: str) -> None:
+        self.send(d["user_external_id"], text, chat=d["chat"], message_key=d["message_key"], idem=f"page-{page['id']}")
 
-class PushOnly(Silent):
+
+class PushOnly(PlainSender):
     """The policy of a platform with no passive reply (Feishu): every page is pushed, with no budget,
     and a page refused for good can go out no other way."""
 

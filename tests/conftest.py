@@ -179,9 +179,11 @@ def fake_feishu(_feishu_server):
 
 @pytest.fixture
 def feishu_env(env, monkeypatch, fake_feishu):
+    """A Feishu app pointed at the fake. Answers go out as text replies: these tests are about what
+    comes in and what is charged; tests/test_feishu_cards.py streams answers into cards."""
     values = {"FEISHU_APP_ID": fs.APP_ID, "FEISHU_APP_SECRET": fs.APP_SECRET,
               "FEISHU_VERIFICATION_TOKEN": fs.VERIFICATION_TOKEN, "FEISHU_ENCRYPT_KEY": fs.ENCRYPT_KEY,
-              "FEISHU_API_BASE": fake_feishu.url}
+              "FEISHU_API_BASE": fake_feishu.url, "CHATGATE_FEISHU_STREAM": "off"}
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     return {**env, **values}

@@ -19,6 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from tests.fake_cardkit import FakeCards
+
 __all__ = ["RecordedRequest", "Response", "RecordingServer", "FakeWeChat", "FakeLLM", "FakeFeishu", "FakeAfdian"]
 
 
@@ -362,6 +364,7 @@ class FakeLLM(RecordingServer):
         self.api_key, self.model = api_key, model
         self.answer_fn: Callable[[list[dict]], str] = _default_answer
         self.chunk_delay = 0.0  # seconds between streamed chunks
+        self.pieces = 3  # how many chunks a streamed answer comes in
         self._calls: list[dict] = []
         self._fail_status, self._fail_times = 500, 0
         self._delay = 0.0
@@ -378,7 +381,7 @@ class FakeLLM(RecordingServer):
 
     def _reset_state(self):
         self._calls.clear()
-        self.answer_fn, self.chunk_delay = _default_answer, 0.0
+        self.answer_fn, self.chunk_delay, self.pieces = _default_answer, 0.0, 3
         self._fail_status, self._fail_times, self._delay, self._fail_headers = 500, 0, 0.0, {}
         self._flaky = None
         self.usage = "asked"
@@ -482,7 +485,7 @@ class FakeLLM(RecordingServer):
                      "choices": choices, **extra}
             return b"data: " + json.dumps(chunk, ensure_ascii=False).encode("utf-8") + b"\n\n"
 
-        size = max(1, -(-len(answer) // 3))  # about three pieces
+        size = max(1, -(-len(answer) // self.pieces))  # about `pieces` pieces
         pieces = [answer[i:i + size] for i in range(0, len(answer), size)] or [""]
         for i, piece in enumerate(pieces):
             delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
@@ -495,9 +498,12 @@ class FakeLLM(RecordingServer):
 
 
 class FakeFeishu(RecordingServer):
-    """Mimics open.feishu.cn for lark-oapi: tenant tokens, the bot's info and message replies.
+    """Mimics open.feishu.cn for lark-oapi: tenant tokens, the bot's info, message replies and CardKit.
 
-    `.replies` holds `(message_id, text, uuid)` for each successful reply, in order.
+    `.replies` holds `(message_id, text, uuid)` for each successful text reply, in order;
+    `.card_replies` `(message_id, card_id, uuid, reply_id)` for each reply carrying a card (a repeated
+    uuid gets the first reply's id back, as Feishu dedupes by uuid, and is recorded again); `.cards`
+    is the CardKit fake (`tests/fake_cardkit.py`).
     """
 
     def __init__(self, app_id: str = "cli_test", app_secret: str = "secret", bot_open_id: str = "ou_bot"):
@@ -506,12 +512,16 @@ class FakeFeishu(RecordingServer):
         self.token_fetches = 0
         self.bot_info_calls = 0
         self._replies: list[tuple[str, str, str]] = []
+        self._card_replies: list[tuple[str, str, str, str]] = []
         self._fail: tuple[int, int] | None = None
         self._fail_times: int | None = 0
+        self.cards = FakeCards(self._cond)
 
     def _reset_state(self):
         self.token_fetches = self.bot_info_calls = 0
         self._replies.clear()
+        self._card_replies.clear()
+        self.cards.reset()
         self._fail, self._fail_times = None, 0
 
     def fail_reply(self, code: int, times: int | None = 1, status: int = 400):
@@ -523,6 +533,11 @@ class FakeFeishu(RecordingServer):
     def replies(self) -> list[tuple[str, str, str]]:
         with self._cond:
             return list(self._replies)
+
+    @property
+    def card_replies(self) -> list[tuple[str, str, str, str]]:
+        with self._cond:
+            return list(self._card_replies)
 
     def route(self, req: RecordedRequest) -> Response:
         b = req.body if isinstance(req.body, dict) else {}
@@ -540,6 +555,9 @@ class FakeFeishu(RecordingServer):
                 self.bot_info_calls += 1
             return Response(200, {"code": 0, "msg": "ok", "bot": {"activate_status": 2, "app_name": "chatgate",
                                                                    "open_id": self.bot_open_id}})
+        carded = self.cards.route(req.method, req.path, b)
+        if carded is not None:
+            return Response(*carded)
         parts = req.path.split("/")
         if req.method == "POST" and req.path.startswith("/open-apis/im/v1/messages/") and parts[-1] == "reply":
             with self._cond:
@@ -548,11 +566,24 @@ class FakeFeishu(RecordingServer):
                         self._fail_times -= 1
                     code, status = self._fail
                     return Response(status, {"code": code, "msg": "scripted failure"})
-                text = json.loads(b.get("content") or "{}").get("text", "")
-                self._replies.append((parts[-2], text, b.get("uuid", "")))
+                content = json.loads(b.get("content") or "{}")
+                if b.get("msg_type") == "interactive":
+                    return self._card_reply(parts[-2], content, b.get("uuid", ""))
+                self._replies.append((parts[-2], content.get("text", ""), b.get("uuid", "")))
                 self._cond.notify_all()
             return Response(200, {"code": 0, "msg": "success", "data": {"message_id": f"om_r{uuid.uuid4().hex[:8]}"}})
         return Response(404, {"code": 404, "msg": f"fake: no route {req.method} {req.path}"})
+
+    def _card_reply(self, message_id: str, content: dict, idem: str) -> Response:
+        """A reply carrying a card entity (call under the lock)."""
+        card_id = (content.get("data") or {}).get("card_id") if content.get("type") == "card" else None
+        if card_id not in self.cards.cards:
+            return Response(400, {"code": 230099, "msg": "card content is not a card entity that exists"})
+        earlier = [r for r in self._card_replies if r[2] == idem and idem]
+        reply_id = earlier[0][3] if earlier else f"om_c{uuid.uuid4().hex[:8]}"
+        self._card_replies.append((message_id, card_id, idem, reply_id))
+        self._cond.notify_all()
+        return Response(200, {"code": 0, "msg": "success", "data": {"message_id": reply_id}})
 
 
 class FakeAfdian(RecordingServer):

@@ -49,8 +49,7 @@ def push_pages(store: Store, sender, wakeups: Wakeups, delivery_id: int, *, retr
         if left and budget is not None and pushed + 1 == budget:
             text = sender.with_more_hint(text)
         try:
-            sender.send(d["user_external_id"], text, chat=d["chat"], message_key=d["message_key"],
-                        idem=f"page-{page['id']}")
+            sender.push_page(store, d, page, text)
         except PermanentFailure as exc:
             store.unpush(page["id"])
             if sender.waits_after(exc):

@@ -246,3 +246,20 @@ def _m0006(db: Database) -> None:
         "CREATE UNIQUE INDEX users_bind_code ON users (bind_code) WHERE bind_code IS NOT NULL",
     ):
         db.execute(statement)
+
+
+@migrations(name="0007_cards")
+def _m0007(db: Database) -> None:
+    """A Feishu answer streamed into a card: the card entity and the message that carries it, kept so
+    that a retried try or a later push continues the same card instead of posting a second one."""
+    db.execute(
+        # state: open (streaming, or waiting for its final text), closed (the final text is in and
+        # streaming is off), dropped (the card could not be used: its pages go out as text replies).
+        """CREATE TABLE cards (
+            delivery_id INTEGER PRIMARY KEY REFERENCES deliveries(id),
+            card_id TEXT NOT NULL,
+            message_id TEXT,
+            state TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'closed', 'dropped')),
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )""")

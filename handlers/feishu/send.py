@@ -5,21 +5,37 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 
 import redis
 
 from bot.errors import PermanentFailure, TransientFailure
 from bot.paging import fit_pages, split_text
+from bot.store.cards import OPEN
 from bot.texts import TRUNCATED
 from config import Settings, metrics
 from config.logs import adopt
-from handlers.senders import PushOnly
+from handlers.feishu.cards import (
+    CARD_TEXT_BYTES,
+    NO_CARDS_S,
+    CardKit,
+    CardRefused,
+    CardsRefused,
+    CardStream,
+    drop_card,
+    finish_card,
+)
+from handlers.senders import NO_PROGRESS, Progress, PushOnly
+
+log = logging.getLogger("chatgate.feishu")
 
 PLATFORM = "feishu"
 TEXT_LIMIT_BYTES = 30_000
 """Feishu accepts text bodies up to 150 KB; long answers are easier to read in several messages."""
 MAX_PARTS = 5
+CHECK_AGAIN_S = 30.0
+"""How long a process believes what it read about cards being refused before reading Redis again."""
 KEEP_S = 6 * 3600
 """An answer Feishu would not take (outage, rate limit) is pushed again for this long, then refunded."""
 PERMANENT_CODES = frozenset({
@@ -89,16 +105,70 @@ def fetch_bot_open_id(client) -> str:
 class FeishuSender(PushOnly):
     """Replies to the asking message; in groups the reply quotes the question. Feishu has no reply
     inside the webhook's response: every page is pushed, and a page Feishu refuses for good (the bot
-    left the chat, a missing permission) can never go out."""
+    left the chat, a missing permission) can never go out.
+
+    With CHATGATE_FEISHU_STREAM (the default) each answer streams into a card (`cards.py`): its first
+    page goes into the card, the rest as text replies."""
 
     platform = PLATFORM
     keep_s = KEEP_S
 
     def __init__(self, settings: Settings, redis):
+        self.settings = settings
+        self.redis = redis
         self.client = make_client(settings, redis)
+        self.kit = CardKit(self.client)
+        self._nocards_key = f"chatgate:feishu:{settings.feishu_app_id}:nocards"
+        self._nocards = (False, 0.0)  # (cards are refused, until when this process believes it)
 
     def paginate(self, answer: str) -> list[str]:
-        return fit_pages(split_text(answer, TEXT_LIMIT_BYTES), MAX_PARTS, TRUNCATED, TEXT_LIMIT_BYTES)
+        limit = CARD_TEXT_BYTES if self.settings.feishu_stream else TEXT_LIMIT_BYTES
+        return fit_pages(split_text(answer, limit), MAX_PARTS, TRUNCATED, limit)
+
+    def progress(self, d: dict, store) -> Progress:
+        """The answer streamed into a card, unless streaming is off or CardKit refused lately."""
+        if not self.settings.feishu_stream or not self.cards_allowed():
+            return NO_PROGRESS
+        return CardStream(self, store, d, self.settings.show_thinking)
+
+    def push_page(self, store, d: dict, page: dict, text: str) -> None:
+        """The first page pushed while the delivery's card is open goes into the card; other pages,
+        and all pages when the card cannot be used, are text replies."""
+        card = store.card(d["id"])
+        if card is not None and card["state"] == OPEN:
+            try:
+                finish_card(self.kit, store, d, card, text)
+                return
+            except CardRefused as exc:
+                if isinstance(exc, CardsRefused):
+                    self.refused(exc)
+                drop_card(store, d, exc)
+        self.send(d["user_external_id"], text, chat=d["chat"], message_key=d["message_key"], idem=f"page-{page['id']}")
+
+    def cards_allowed(self) -> bool:
+        """False while CardKit's refusal is remembered (in Redis, for every process)."""
+        refused, until = self._nocards
+        if time.monotonic() < until:
+            return not refused
+        try:
+            refused = bool(self.redis.exists(self._nocards_key)) if self.redis is not None else False
+        except redis.RedisError:
+            return True
+        self._nocards = (refused, time.monotonic() + CHECK_AGAIN_S)
+        return not refused
+
+    def refused(self, exc: Exception) -> None:
+        """CardKit refused: answers go out as text for `NO_CARDS_S`."""
+        metrics.FEISHU_CARDS.labels("refused").inc()
+        log.warning("Feishu refused a card (%s): answers go out as text for %d h (does the app have the "
+                    "cardkit:card:write permission?)", exc, NO_CARDS_S // 3600,
+                    extra={"platform": PLATFORM, "outcome": "cards refused"})
+        self._nocards = (True, time.monotonic() + CHECK_AGAIN_S)
+        try:
+            if self.redis is not None:
+                self.redis.set(self._nocards_key, 1, ex=NO_CARDS_S)
+        except redis.RedisError:  # forgotten: the next card finds out again
+            pass
 
     def send(self, user: str, text: str, *, chat: str = "", message_key: str = "", idem: str = "") -> None:
         """Reply to `message_key`; `idem` names this page so that Feishu drops a repeat of it."""

@@ -19,7 +19,7 @@ from wechatpy.session.redisstorage import RedisStorage
 from bot.errors import PermanentFailure, TransientFailure
 from bot.paging import split_text
 from config import Settings, metrics
-from handlers.senders import Silent
+from handlers.senders import PlainSender
 from handlers.wechat.inbound import PLATFORM
 
 log = logging.getLogger("chatgate.wechat")
@@ -121,7 +121,7 @@ class WeChatRefused(PermanentFailure):
         self.errcode = errcode
 
 
-class WeChatSender(Silent):
+class WeChatSender(PlainSender):
     """Pushes pages through the customer-service API, on accounts allowed to push (see `may_push`).
 
     Every refusal leaves the page waiting: it still goes out in the passive reply to the user's next

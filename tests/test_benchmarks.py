@@ -38,3 +38,12 @@ def test_bench_inflight_counts_the_llm_calls_open_at_once_and_the_workers_memory
     assert bot["peak_llm_calls"] >= 2  # the slow answers overlap
     assert bot["queue_p50_s"] >= 0 and bot["answer_p50_s"] >= 1.5  # nothing answers before the model does
     assert 0 < bot["pss_idle_mb"] <= bot["pss_peak_mb"]
+
+
+def test_bench_cards_times_the_first_visible_update_and_checks_every_card():
+    result = run("bench_cards.py", "-n", "3", "--model-seconds", "1.5", "--chunks", "15", "--rate", "5")
+    cards, text = result["cards"], result["text"]
+    assert cards["correct"] == 3 and text["correct"] == 3 and cards["refusals"] == 0
+    assert 0 < cards["first_visible_s"][0] < text["first_visible_s"][0]  # cards show words before the end
+    assert cards["peak_ops_per_card_per_s"] <= 10 and cards["updates_per_card_per_s"] > 0
+    assert result["floor_update_s"] > 0

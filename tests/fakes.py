@@ -112,6 +112,11 @@ class _Server(ThreadingHTTPServer):
     def handle_error(self, request, client_address):
         pass  # clients hanging up mid-answer (timeouts) are expected in tests
 
+    def process_request(self, request, client_address):
+        with self.owner._cond:
+            self.owner.connections += 1
+        super().process_request(request, client_address)
+
 
 class RecordingServer:
     """A threaded HTTP server on 127.0.0.1:<ephemeral> that records requests. Subclasses implement `route()`."""
@@ -120,6 +125,8 @@ class RecordingServer:
         self._cond = threading.Condition()
         self._requests: list[RecordedRequest] = []
         self._wake = threading.Event()  # set to cut short any in-progress scripted delay
+        self.connections = 0
+        """TCP connections accepted so far (a client that keeps its connections alive opens few)."""
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 

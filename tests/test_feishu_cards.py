@@ -164,3 +164,13 @@ def test_streaming_off_sends_text_and_never_calls_cardkit(feishu, run_worker, fa
     run_worker()
     assert [text for _, text, _ in fake_feishu.replies] == ["echo: plain please"]
     assert not any(r.path.startswith("/open-apis/cardkit/") for r in fake_feishu.requests)
+
+
+def test_the_calls_of_many_cards_share_kept_alive_connections(ask, run_worker, fake_feishu, fake_llm):
+    """lark-oapi opens a connection per call; chatgate gives its transport one pooled session."""
+    fake_feishu.connections = 0
+    for i in range(3):
+        ask(f"question {i}", sender=f"ou_pool_{i}")
+    run_worker()
+    assert len(fake_feishu.cards.cards) == 3 and all(not c.streaming for c in fake_feishu.cards.cards.values())
+    assert len(fake_feishu.requests) >= 12 and fake_feishu.connections <= 2  # a token, then 4 calls per card

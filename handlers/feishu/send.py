@@ -9,6 +9,8 @@ import logging
 import time
 
 import redis
+import requests
+from requests.adapters import HTTPAdapter
 
 from bot.errors import PermanentFailure, TransientFailure
 from bot.paging import fit_pages, split_text
@@ -49,11 +51,30 @@ PERMANENT_CODES = frozenset({
 
 def _lark():
     """lark-oapi, imported on first use: the import is slow (about 2 s) and only Feishu needs it.
-    Its logger's own stdout handler is dropped: its lines go out in chatgate's format, once."""
+    Its logger's own stdout handler is dropped: its lines go out in chatgate's format, once. Its
+    calls share one pool of kept-alive connections (`PooledRequests`)."""
     import lark_oapi
+    from lark_oapi.core.http import transport
 
     adopt("Lark")
+    if not isinstance(transport.requests, PooledRequests):
+        transport.requests = PooledRequests()
     return lark_oapi
+
+
+class PooledRequests:
+    """Stands in for the `requests` module inside lark-oapi's transport, whose every API call is a bare
+    `requests.request(...)`: a new connection, TCP and TLS handshakes included, per call. A streamed
+    card makes about 20 calls per answer; here they all share one session's kept-alive connections."""
+
+    def __init__(self, connections: int = 64):
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=connections)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+
+    def request(self, method: str, url: str, **kwargs):
+        return self.session.request(method, url, **kwargs)
 
 
 class RedisTokenCache:

@@ -79,6 +79,11 @@ class ThinkingSplitter:
         return _joined(self._answer)
 
     @property
+    def answered(self) -> bool:
+        """True once the answer has begun (cheap: nothing is joined)."""
+        return bool(self._answer)
+
+    @property
     def thinking(self) -> str:
         """The thinking so far, from the reasoning field and the think blocks."""
         return _joined(self._reasoning) + _joined(self._inline)

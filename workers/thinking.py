@@ -86,6 +86,8 @@ class ThinkingSplitter:
     @property
     def thinking(self) -> str:
         """The thinking so far, from the reasoning field and the think blocks."""
+        if not self._inline or not self._reasoning:  # one shape only, as models stream: no concatenation
+            return _joined(self._inline or self._reasoning)
         return _joined(self._reasoning) + _joined(self._inline)
 
     def reasoning(self, delta: str) -> bool:

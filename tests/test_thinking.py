@@ -22,6 +22,8 @@ CASES = [
     ("ends with <thi", "ends with <thi", ""),
     ("ends with </think", "ends with </think", ""),
     ("x<<think>y</think>>", "x<>", "y"),
+    ("Wrap it in <THINK> tags.", "Wrap it in <THINK> tags.", ""),
+    ("<think>p</think>a <think>b</think> c <think>d", "a c <think>d", "pb"),
 ]
 UNOPENED = [
     ("plan it</think>\n\nHello.", "Hello.", "plan it"),

@@ -11,7 +11,9 @@ The splitter is a small state machine over the content deltas. Each delta costs 
 length, not the answer's (the fast path is a delta with no `<` in it). A trailing fragment that
 could be the start of a tag (`<`, `</thi`…) is held back until the next delta settles it, so the
 answer so far never holds thinking nor a piece of a tag. Tags match in any case; whitespace after
-a closing tag (and at the very start) is not part of the answer.
+a closing tag (and at the very start) is not part of the answer. Blocks may also come later, and
+several of them; but a `<think>` that opens after the answer began and never closes was the answer's
+own text (an answer about the tag): it is given back, tag and all, at the end.
 
 One shape it cannot see coming: a stream whose opening `<think>` was stripped looks like an answer
 until its `</think>` arrives; what was reported as answer until then is taken back (`retracted`). A
@@ -66,6 +68,7 @@ class ThinkingSplitter:
         self._state = THINK if unopened else FRESH
         self._expecting = unopened  # thinking until a `</think>` that may never come
         self._opened = False  # this think block began with `<think>`
+        self._late: tuple[str, int] | None = None  # a block opened after the answer began: (its tag, where)
         self.blocks = 0
         """Think blocks closed so far."""
         self.unopened = False
@@ -111,7 +114,7 @@ class ThinkingSplitter:
             if m is None:
                 break
             grew = self._emit(text[:m.start()]) or grew
-            self._tag(m.group().lower())
+            self._tag(m.group())
             grew = True
             text = text[m.end():]
         keep = _held_back(text, (OPEN, CLOSE) if self._state == FRESH or self._expecting else
@@ -122,14 +125,19 @@ class ThinkingSplitter:
 
     def finish(self) -> tuple[str, str]:
         """The end of the stream: settle what was held back; returns (answer, thinking). An unclosed
-        `<think>` makes the rest thinking; a splitter still waiting for an unopened `</think>` that
-        never came gives all it held as the answer."""
+        `<think>` before the answer makes the rest thinking; one after the answer began was text of
+        the answer (it is given back, with the tag); a splitter still waiting for an unopened
+        `</think>` that never came gives all it held as the answer."""
         held, self._held = self._held, ""
         self._emit(held)
         if self._state == THINK and self._expecting and not self._opened:
             text, self._inline = _joined(self._inline), []
             self._state, self._expecting = FRESH, False
             self._emit(text)
+        elif self._state == THINK and self._late is not None:  # the answer spoke of a tag: give it back
+            (tag, at), inline = self._late, _joined(self._inline)
+            self._inline, self._state = [inline[:at]], ANSWER
+            self._emit(tag + inline[at:])
         return self.answer, self.thinking
 
     def _emit(self, text: str) -> bool:
@@ -147,7 +155,9 @@ class ThinkingSplitter:
         return True
 
     def _tag(self, tag: str) -> None:
-        if tag == OPEN:
+        if tag.lower() == OPEN:
+            if self._answer and self._state != THINK:
+                self._late = (tag, len(_joined(self._inline)))
             self._state, self._opened = THINK, True
             return
         if self._state == FRESH:  # an unopened block: all the answer so far was thinking
@@ -156,4 +166,4 @@ class ThinkingSplitter:
             self._inline[:0] = self._answer
             self._answer = []
         self.blocks += 1
-        self._state, self._skip_space, self._opened, self._expecting = ANSWER, True, False, False
+        self._state, self._skip_space, self._opened, self._expecting, self._late = ANSWER, True, False, False, None

@@ -89,6 +89,13 @@ def test_reasoning_deltas_are_thinking_and_content_the_answer():
     assert s.finish() == ("The answer is 4.", "Let me see.")
 
 
+def test_a_splitter_expecting_an_unopened_block_streams_the_answer_of_a_model_thinking_in_the_field():
+    s = ThinkingSplitter(unopened=True)
+    s.reasoning("in the field")
+    s.content("the answer")
+    assert (s.answer, s.thinking) == ("the answer", "in the field")
+
+
 def test_content_with_no_tags_passes_through_unchanged():
     text = "北京是中国的首都。\n\n- a < b\n- c > d\n"
     s, seen = feed(text[i:i + 3] for i in range(0, len(text), 3))

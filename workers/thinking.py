@@ -97,6 +97,8 @@ class ThinkingSplitter:
         """Take a delta of the reasoning field (all thinking)."""
         if not delta:
             return False
+        if self._expecting and not self._opened and not self._inline and not self._held:
+            self._state, self._expecting = FRESH, False  # it thinks in the field: its content is answer
         self._reasoning.append(delta)
         return True
 

@@ -276,7 +276,9 @@ class LLM:
     @staticmethod
     def _report(split: ThinkingSplitter, started: float, timing: Timing, on_delta: OnDelta | None) -> None:
         """Tell `on_delta` how the answer and the thinking stand; note the first answer character."""
-        if timing.first_answer_s is None and split.answered:
+        if not split.answered:
+            timing.first_answer_s = None  # none yet, or what looked like one was thinking (`retracted`)
+        elif timing.first_answer_s is None:
             timing.first_answer_s = time.monotonic() - started
         if on_delta is not None:
             on_delta(split.answer, split.thinking)

@@ -3,7 +3,8 @@
 The estimate is deliberately simple and documented (README, Figures): CJK characters (Chinese,
 Japanese kana, Korean, full-width forms) count one token each, every other character a quarter of a
 token (rounded up per text), and each message sent adds `PER_MESSAGE` tokens for the chat format.
-It is counted over the messages actually sent (system prompt, history, question) and the answer.
+It is counted over the messages actually sent (system prompt, history, question) and the answer,
+with the model's thinking (never shown nor stored, but billed as completion tokens).
 Real tokenizers differ by model; the estimate is marked as such wherever it is shown.
 """
 
@@ -54,14 +55,16 @@ def estimate_tokens(text: str) -> int:
     return cjk + -(-(len(text) - cjk) // CHARS_PER_TOKEN)
 
 
-def estimate(model: str, messages: list[dict], answer: str) -> Usage:
-    """The estimated usage of asking `messages` and getting `answer` (see the module docstring)."""
+def estimate(model: str, messages: list[dict], answer: str, thinking: str = "") -> Usage:
+    """The estimated usage of asking `messages` and getting `answer` after the model's `thinking`
+    (billed as completion tokens too; see the module docstring)."""
     prompt = sum(estimate_tokens(str(m.get("content") or "")) + PER_MESSAGE for m in messages)
-    return Usage(model, prompt, estimate_tokens(answer), estimated=True)
+    return Usage(model, prompt, estimate_tokens(answer) + estimate_tokens(thinking), estimated=True)
 
 
-def measured(model: str, reported: tuple[int, int] | None, messages: list[dict], answer: str) -> Usage:
+def measured(model: str, reported: tuple[int, int] | None, messages: list[dict], answer: str,
+             thinking: str = "") -> Usage:
     """The endpoint's `(prompt, completion)` tokens if it reported them, else the estimate."""
     if reported is None:
-        return estimate(model, messages, answer)
+        return estimate(model, messages, answer, thinking)
     return Usage(model, int(reported[0]), int(reported[1]))

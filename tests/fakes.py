@@ -364,6 +364,13 @@ class FakeLLM(RecordingServer):
     rejected for a wrong key (401) or failed on purpose; `.requests` has their headers. `.in_flight`
     counts the chat calls being answered right now (until the last byte of a stream is sent) and
     `.peak` the most there were at once.
+
+    A reasoning model: set `.reasoning` to `field` (the thinking streams first as
+    `delta.reasoning_content`, DeepSeek's shape), `inline` (`<think>…</think>` then the answer, as
+    content, cut so that both tags straddle chunk boundaries) or `unopened` (the same without the
+    opening tag); `.thinking_fn(messages)` gives the thinking (`set_thinking(text)` fixes it), streamed
+    in `.thinking_chunks` pieces, `.chunk_delay` apart like the answer's. Its tokens count as completion
+    tokens in the usage, as providers bill them.
     """
 
     def __init__(self, api_key: str = "test-key", model: str = "fake-model"):
@@ -381,6 +388,16 @@ class FakeLLM(RecordingServer):
         """When streams carry usage: `asked` (when the request's `stream_options.include_usage` asks),
         `never` (an endpoint that sends none), `refuse` (one that answers 400 to `stream_options`)."""
         self.in_flight = self.peak = 0
+        self.reasoning: str | None = None
+        """None (no thinking), `field`, `inline` or `unopened`: see the class docstring."""
+        self.thinking_fn: Callable[[list[dict]], str] = self.default_thinking
+        self.thinking_chunks = 4
+
+    @staticmethod
+    def default_thinking(messages: list[dict]) -> str:
+        """The thinking of a reasoning model: a few sentences about the last question."""
+        question = next((str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
+        return f"THINKING: the user asks {question!r}. Let me think step by step. I should echo it."
 
     @property
     def url(self) -> str:
@@ -393,6 +410,7 @@ class FakeLLM(RecordingServer):
         self._flaky = None
         self.usage = "asked"
         self.peak = self.in_flight
+        self.reasoning, self.thinking_fn, self.thinking_chunks = None, self.default_thinking, 4
 
     def _enter(self, req: RecordedRequest):
         if req.path == "/v1/chat/completions":
@@ -415,6 +433,12 @@ class FakeLLM(RecordingServer):
     def set_answer(self, text: str):
         """Answer every call with `text`."""
         self.answer_fn = lambda messages: text
+
+    def set_thinking(self, text: str, shape: str | None = None):
+        """Think `text` before every answer (in `shape`, if given: see `.reasoning`)."""
+        self.thinking_fn = lambda messages: text
+        if shape is not None:
+            self.reasoning = shape
 
     def fail(self, status: int = 500, times: int | None = 1, headers: dict[str, str] | None = None):
         """Make the next `times` calls return an OpenAI-style error with `status` (and `headers`, e.g.
@@ -471,13 +495,16 @@ class FakeLLM(RecordingServer):
         if self.usage == "refuse" and "stream_options" in body:
             return _error(400, "Unrecognized request argument supplied: stream_options")
         answer = self.answer_fn(body["messages"])
+        shape = self.reasoning
+        thinking = self.thinking_fn(body["messages"]) if shape else ""
         cid, created, model = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time()), body.get("model", self.model)
         usage = {"prompt_tokens": sum(len(str(m.get("content", ""))) for m in body["messages"]),
-                 "completion_tokens": len(answer)}
+                 "completion_tokens": len(answer) + len(thinking)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         if body.get("stream"):
             include_usage = self.usage == "asked" and bool((body.get("stream_options") or {}).get("include_usage"))
-            return Response(200, self._sse(answer, cid, created, model, usage if include_usage else None),
+            deltas = self._deltas(answer, shape, thinking)
+            return Response(200, self._sse(deltas, cid, created, model, usage if include_usage else None),
                             {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"})
         return Response(200, {
             "id": cid, "object": "chat.completion", "created": created, "model": model,
@@ -486,16 +513,33 @@ class FakeLLM(RecordingServer):
             "usage": usage,
         })
 
-    def _sse(self, answer: str, cid: str, created: int, model: str, usage: dict | None) -> Iterable[bytes]:
+    @staticmethod
+    def _pieces(text: str, n: int) -> list[str]:
+        size = max(1, -(-len(text) // n))
+        return [text[i:i + size] for i in range(0, len(text), size)]
+
+    def _deltas(self, answer: str, shape: str | None, thinking: str) -> list[dict]:
+        """The stream's deltas: the answer in about `pieces` pieces, after the thinking in `shape`."""
+        pieces = self._pieces(answer, self.pieces) or [""]
+        if shape is None:
+            return [{"content": p} for p in pieces]
+        if shape == "field":
+            return ([{"content": None, "reasoning_content": p} for p in self._pieces(thinking, self.thinking_chunks)]
+                    + [{"content": p, "reasoning_content": None} for p in pieces])
+        if shape not in ("inline", "unopened"):
+            raise ValueError(f"unknown reasoning shape {shape!r}")
+        contents = (["<th", "ink>"] if shape == "inline" else []) + self._pieces(thinking, self.thinking_chunks)
+        contents += ["</th", "ink>\n\n" + pieces[0]] + pieces[1:]  # both tags cut in two
+        return [{"content": p} for p in contents]
+
+    def _sse(self, deltas: list[dict], cid: str, created: int, model: str, usage: dict | None) -> Iterable[bytes]:
         def event(choices: list, **extra) -> bytes:
             chunk = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
                      "choices": choices, **extra}
             return b"data: " + json.dumps(chunk, ensure_ascii=False).encode("utf-8") + b"\n\n"
 
-        size = max(1, -(-len(answer) // self.pieces))  # about `pieces` pieces
-        pieces = [answer[i:i + size] for i in range(0, len(answer), size)] or [""]
-        for i, piece in enumerate(pieces):
-            delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
+        for i, delta in enumerate(deltas):
+            delta = {"role": "assistant", **delta} if i == 0 else delta
             yield event([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
             self._sleep(self.chunk_delay)
         yield event([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}])

@@ -74,6 +74,25 @@ def test_llm_streaming(llm):
     assert llm.wait_for_calls(1, timeout=1)[0]["stream"] is True
 
 
+@pytest.mark.parametrize("shape", ["field", "inline", "unopened"])
+def test_llm_streams_a_reasoning_model(llm, shape):
+    llm.set_thinking("step one, step two", shape)
+    llm.set_answer("done")
+    chunks = list(oa(llm).chat.completions.create(model="m1", stream=True, stream_options={"include_usage": True},
+                                                  messages=[{"role": "user", "content": "hi"}]))
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    contents = [d.content for d in deltas if d.content]
+    reasoning = [getattr(d, "reasoning_content", None) for d in deltas]
+    if shape == "field":
+        assert "".join(r for r in reasoning if r) == "step one, step two" and len([r for r in reasoning if r]) == 4
+        assert "".join(contents) == "done"
+    else:
+        opening = ["<th", "ink>"] if shape == "inline" else []
+        assert contents[:len(opening)] == opening and "</th" in contents and "ink>\n\ndo" in contents
+        assert "".join(contents) == "<think>" * (shape == "inline") + "step one, step two</think>\n\ndone"
+    assert chunks[-1].usage.completion_tokens == len("step one, step two") + len("done")
+
+
 def test_llm_wrong_key(llm):
     with pytest.raises(openai.AuthenticationError):
         oa(llm, api_key="nope").chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])

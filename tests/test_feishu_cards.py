@@ -174,3 +174,30 @@ def test_the_calls_of_many_cards_share_kept_alive_connections(ask, run_worker, f
     run_worker()
     assert len(fake_feishu.cards.cards) == 3 and all(not c.streaming for c in fake_feishu.cards.cards.values())
     assert len(fake_feishu.requests) >= 12 and fake_feishu.connections <= 2  # a token, then 4 calls per card
+
+
+@pytest.mark.parametrize("shape", ["field", "inline"])
+def test_a_reasoning_models_thinking_never_reaches_the_card_by_default(ask, run_worker, fake_feishu, fake_llm,
+                                                                       shape):
+    fake_llm.set_thinking("SECRET-THOUGHT: step one, step two.", shape)
+    ask("think first")
+    run_worker()
+    card = only_card(fake_feishu)
+    assert_closed_with(card, "echo: think first")
+    assert "thinking" not in card.elements
+    assert not any("SECRET-THOUGHT" in content for _, _, _, content, _ in card.ops)
+
+
+@pytest.mark.parametrize("shape", ["field", "inline"])
+def test_with_show_thinking_the_thinking_streams_into_a_collapsed_panel_above_the_answer(
+        ask, run_worker, fake_feishu, fake_llm, monkeypatch, shape):
+    monkeypatch.setenv("CHATGATE_SHOW_THINKING", "on")
+    fake_llm.set_thinking("SECRET-THOUGHT: step one, step two.", shape)
+    ask("think aloud")
+    run_worker()
+    card = only_card(fake_feishu)
+    assert_closed_with(card, "echo: think aloud")
+    [panel, answer] = json.loads(card.ops[0][3])["body"]["elements"]
+    assert panel["tag"] == "collapsible_panel" and panel["expanded"] is False and answer["element_id"] == "answer"
+    assert card.elements["thinking"] == "SECRET-THOUGHT: step one, step two."
+    assert not any("SECRET-THOUGHT" in text for text in card.updates("answer"))

@@ -84,3 +84,16 @@ def test_a_worker_killed_mid_answer_leaves_its_card_to_the_next_try(bot, fake_fe
     assert store.find_user("feishu", USER)["trial_used"] == 1
     time.sleep(0.5)
     assert len(fake_llm.calls) == 2
+
+
+def test_with_show_thinking_the_panel_fills_as_the_model_thinks_and_the_answer_stays_clean(bot, fake_feishu,
+                                                                                           fake_llm):
+    thought = " ".join(f"thought{i}" for i in range(40))
+    fake_llm.set_thinking(thought, "field")
+    fake_llm.thinking_chunks, fake_llm.pieces, fake_llm.chunk_delay = 20, 10, 0.1  # 3 s of writing
+    ask(bot.start(CHATGATE_SHOW_THINKING="on"), "think it over")
+    card = closed_card(fake_feishu)
+    thinking = card.updates("thinking")
+    assert len(thinking) >= 3 and all(thought.startswith(t) for t in thinking) and thinking[-1] == thought
+    assert card.updates("answer") and not any("thought" in text for text in card.updates("answer"))
+    assert card.text == "echo: think it over" and fake_feishu.cards.refusals == []

@@ -194,7 +194,8 @@ def answer(ctx: Context, d: dict) -> str:
     log.info("delivery %s answered by %s (%d chars, try %s)", d["id"], ctx.llm.model, len(text), attempt,
              extra=log_fields(d, "answered", model=ctx.llm.model, chars=len(text), attempt=attempt,
                               prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                              tokens_estimated=usage.estimated, **ctx.llm.timing.ms()))
+                              tokens_estimated=usage.estimated, thinking_chars=len(ctx.llm.timing.thinking),
+                              **ctx.llm.timing.ms()))
     note_spend(settings, day, log_fields(d, "answered"))
     return ANSWERED
 

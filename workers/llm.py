@@ -11,6 +11,12 @@ waited out and the call made again, as long as that fits before the deadline (pa
 as transient and RQ's retry delays apply), and every worker holds its calls meanwhile (`Backoff` in
 `workers/limits.py`). A 429 that says the quota is used up is not waited for.
 
+A reasoning model's thinking (a `reasoning_content` field, or `<think>…</think>` inline in the content)
+is kept out of the answer as it streams (`workers/thinking.py`): it is never shown, stored, sent back
+as history nor paged. It counts against the deadline like the answer: a model that is still thinking
+when the deadline passes fails the try as transient, and one that only thinks has no answer (also
+transient). Its length is logged and its tokens counted when the endpoint reports none.
+
 One `LLM` serves every answer of a worker process at once: one openai client whose HTTP connection
 pool holds a connection per answer in flight (CHATGATE_WORKER_CONCURRENCY). Each answer's timings
 (`timing`, kept per greenlet: time to the first token and to the whole answer) and the tokens the
@@ -37,6 +43,7 @@ from bot import texts
 from bot.errors import PermanentFailure, TransientFailure
 from config import Settings, metrics
 from workers.limits import Backoff
+from workers.thinking import ThinkingSplitter
 
 log = logging.getLogger("chatgate.worker")
 
@@ -55,14 +62,22 @@ class Timing:
     reported for it (None: it reported none; the worker then estimates them, `bot/usage.py`)."""
 
     first_token_s: float | None = None
+    """To the first token of any kind, thinking or answer."""
+    first_answer_s: float | None = None
+    """To the first character of the answer (after any thinking)."""
     total_s: float = 0.0
     reported: tuple[int, int] | None = None
     """(prompt, completion) tokens, as the endpoint's usage chunk said."""
+    thinking: str = ""
+    """The model's thinking (never shown, stored or sent back): its tokens are billed as completion
+    tokens, so an estimate of the usage counts them."""
 
     def ms(self) -> dict:
         """The timings in milliseconds, as log fields."""
-        first = None if self.first_token_s is None else round(self.first_token_s * 1000)
-        return {"first_token_ms": first, "llm_ms": round(self.total_s * 1000)}
+        def ms(s: float | None) -> int | None:
+            return None if s is None else round(s * 1000)
+        return {"first_token_ms": ms(self.first_token_s), "first_answer_ms": ms(self.first_answer_s),
+                "llm_ms": ms(self.total_s)}
 
 
 class RateLimited(TransientFailure):
@@ -114,8 +129,26 @@ class LLM:
             max_retries=0, http_client=http_client(max(settings.worker_concurrency, 10)))
         self.backoff = Backoff(redis) if redis is not None else None
         self.ask_usage = True
+        self._redis = redis
+        self._unopened_key = f"chatgate:llm:{self.model}:unopened-think"
+        self.unopened_think = self._remembered(self._unopened_key)
+        """The model has streamed a `</think>` with no opening tag: hold its answers back until one.
+        Learnt from the first such answer, and remembered in Redis, so a restarted worker knows it."""
         self._local = threading.local()  # per greenlet in a gevent-patched worker
         self._http_errors = httpx_module().HTTPError
+
+    def _remembered(self, key: str) -> bool:
+        try:
+            return self._redis is not None and bool(self._redis.exists(key))
+        except Exception:  # Redis down: learnt again from the model's first such answer
+            return False
+
+    def _remember(self, key: str) -> None:
+        try:
+            if self._redis is not None:
+                self._redis.set(key, 1, ex=30 * 86400)
+        except Exception:
+            pass
 
     @property
     def timing(self) -> Timing:
@@ -182,7 +215,7 @@ class LLM:
         server-sent events are read here, to the end of the body: the SDK's own `Stream` stops reading
         at `[DONE]` and closes the response, which throws the connection away (a new TCP and TLS
         handshake per answer), and builds a pydantic model per chunk where two fields are wanted."""
-        parts: list[str] = []
+        split = ThinkingSplitter(unopened=self.unopened_think)
         usage = None
         try:
             try:
@@ -205,14 +238,17 @@ class LLM:
                     if event.get("error"):
                         raise TransientFailure(f"LLM error in the stream: {str(event['error'])[:200]}")
                     choices = event.get("choices") or ()
-                    content = (choices[0].get("delta") or {}).get("content") if choices else None
-                    if content:
-                        if not parts:
+                    delta = (choices[0].get("delta") or {}) if choices else {}
+                    content, reasoning = delta.get("content"), delta.get("reasoning_content") or delta.get("reasoning")
+                    if content or reasoning:
+                        if timing.first_token_s is None:
                             timing.first_token_s = time.monotonic() - started
                             metrics.LLM_FIRST_TOKEN.observe(timing.first_token_s)
-                        parts.append(content)
-                        if on_delta is not None:
-                            on_delta("".join(parts), "")
+                        grew = split.reasoning(reasoning) if isinstance(reasoning, str) else False
+                        if isinstance(content, str):
+                            grew = split.content(content) or grew
+                        if grew:
+                            self._report(split, started, timing, on_delta)
                     if event.get("usage"):
                         usage = event["usage"]
                     if time.monotonic() - started > self.deadline:
@@ -239,10 +275,30 @@ class LLM:
             metrics.LLM_TOKENS.labels("prompt").inc(usage.get("prompt_tokens") or 0)
             metrics.LLM_TOKENS.labels("completion").inc(usage.get("completion_tokens") or 0)
             timing.reported = (usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
-        answer = "".join(parts).strip()
+        shown = split.answer
+        answer, timing.thinking = split.finish()
+        if split.unopened and not self.unopened_think:
+            self.unopened_think = True  # from now on its answers are held back until the `</think>`
+            self._remember(self._unopened_key)
+            log.info("the model %s streams its thinking without an opening <think>: its answers are held back "
+                     "until the thinking ends", self.model, extra={"outcome": "unopened thinking"})
+        if answer != shown:
+            self._report(split, started, timing, on_delta)
+        answer = answer.strip()
         if not answer:
-            raise TransientFailure("LLM returned an empty answer")
+            raise TransientFailure("LLM returned an empty answer" if not timing.thinking
+                                   else "LLM returned only thinking, no answer")
         return answer
+
+    @staticmethod
+    def _report(split: ThinkingSplitter, started: float, timing: Timing, on_delta: OnDelta | None) -> None:
+        """Tell `on_delta` how the answer and the thinking stand; note the first answer character."""
+        if not split.answered:
+            timing.first_answer_s = None  # none yet, or what looked like one was thinking (`retracted`)
+        elif timing.first_answer_s is None:
+            timing.first_answer_s = time.monotonic() - started
+        if on_delta is not None:
+            on_delta(split.answer, split.thinking)
 
     def _create(self, messages: list[dict]):
         extra = {"stream_options": {"include_usage": True}} if self.ask_usage else {}

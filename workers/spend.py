@@ -13,8 +13,11 @@ log = logging.getLogger("chatgate.worker")
 
 
 def usage_of(llm, messages: list[dict], answer: str) -> Usage:
-    """The answer's tokens as the endpoint reported them, else estimated (marked so)."""
-    return measured(llm.model, getattr(llm.timing, "reported", None), messages, answer)
+    """The answer's tokens as the endpoint reported them, else estimated (marked so), counting the
+    model's thinking as completion tokens (providers bill it so)."""
+    timing = llm.timing
+    return measured(llm.model, getattr(timing, "reported", None), messages, answer,
+                    thinking=getattr(timing, "thinking", ""))
 
 
 def note_spend(settings: Settings, day: DayUsage, fields: dict) -> None:

@@ -30,6 +30,9 @@ in `handlers/metrics.py`.
                                                       Feishu codes, and `network` for no answer at all
     chatgate_reconciler_actions_total{action}         what the reconciler did (its log line's words)
     chatgate_wechat_held_posts                        WeChat posts waiting for their answer right now
+    chatgate_wechat_typing_total{result}              WeChat typing states asked for while an answer is
+                                                      written: sent, refused (an errcode, e.g. 45081),
+                                                      failed (HTTP error, no answer, token store down)
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ API_ERRORS = Counter("chatgate_platform_api_errors", "Errors the platforms' APIs
                      ["platform", "code"])
 RECONCILER = Counter("chatgate_reconciler_actions", "Deliveries and pages the reconciler acted on, by action.",
                      ["action"])
+WECHAT_TYPING = Counter("chatgate_wechat_typing", "WeChat typing states asked for, by result (sent; refused: "
+                        "WeChat answered an errcode; failed: an HTTP error, no answer, the token store down).",
+                        ["result"])
 HELD_POSTS = Gauge("chatgate_wechat_held_posts", "WeChat posts held open waiting for their answer.",
                    multiprocess_mode="livesum")
 
@@ -98,6 +104,11 @@ def refunded(platform: str, reason: str) -> None:
 def api_error(platform: str, code: object) -> None:
     """A platform API call that answered an error code (or `network` when it did not answer)."""
     API_ERRORS.labels(platform, str(code)).inc()
+
+
+def wechat_typing(result: str) -> None:
+    """One ask for WeChat's typing state: `sent`, `refused` or `failed`."""
+    WECHAT_TYPING.labels(result).inc()
 
 
 def reconciled(counts: Mapping[str, int]) -> None:

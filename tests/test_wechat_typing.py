@@ -33,6 +33,13 @@ def ask(url: str, fake_wechat, text: str, msg_id: int) -> tuple[Asker, float]:
     return asker, wrote
 
 
+def wait_for(check, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
 def push_times(fake_wechat) -> list[float]:
     return [r.at for r in fake_wechat.requests if r.path == "/cgi-bin/message/custom/send"]
 
@@ -74,9 +81,7 @@ def test_a_fast_answer_comes_back_in_the_held_post_with_no_typing(live, fake_llm
     url = live(WECHAT_REPLY_MODE="push")
     fake_llm.set_answer("快")
     asker, _ = ask(url, fake_wechat, "quick", 7300000000000003)
-    deadline = time.monotonic() + 10
-    while not asker.replies and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(lambda: asker.replies, timeout=10)
     assert asker.replies == ["快"]
     time.sleep(2)
     assert fake_wechat.typing == [] and fake_wechat.sent == []
@@ -90,9 +95,7 @@ def test_no_typing_on_a_passive_account_or_when_turned_off(live, fake_llm, fake_
     fake_llm.set_answer("in the held post")
     fake_llm.delay(3)
     asker, _ = ask(url, fake_wechat, "no typing", 7300000000000004)
-    deadline = time.monotonic() + 12
-    while not asker.replies and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(lambda: asker.replies, timeout=12)
     assert asker.replies == ["in the held post"]
     assert fake_wechat.typing == [] and fake_wechat.sent == []
     assert typing_counts(url) == {}
@@ -105,21 +108,46 @@ def test_a_48001_from_typing_switches_auto_to_passive_with_no_more_typing(live, 
     fake_llm.answer_fn = lambda messages: "answer to " + messages[-1]["content"]
     fake_llm.delay(3)
     first, _ = ask(url, fake_wechat, "one", 7300000000000005)
-    deadline = time.monotonic() + 12
-    while not first.replies and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(lambda: first.replies, timeout=12)
     assert first.replies == ["answer to one"]
     assert [(c.command, c.errcode) for c in fake_wechat.typing] == [("Typing", 48001)]
     second, _ = ask(url, fake_wechat, "two", 7300000000000006)
-    deadline = time.monotonic() + 12
-    while not second.replies and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(lambda: second.replies, timeout=12)
     assert second.replies == ["answer to two"]
     assert len(fake_wechat.typing) == 1  # passive now: no typing, no push
     assert push_times(fake_wechat) == []
     assert typing_counts(url) == {"refused": 1}
     user = store.find_user("wechat", OPENID)
     assert [d["status"] for d in store.deliveries(user["id"])] == ["delivered", "delivered"]
+
+
+def test_no_typing_once_a_push_48001_switched_auto_to_passive(live, fake_llm, fake_wechat):
+    url = live(WECHAT_REPLY_MODE="auto", WECHAT_REPLY_WAIT="0")  # no post holds an answer: it is pushed
+    fake_wechat.fail_send(48001, times=None)
+    fake_llm.answer_fn = lambda messages: "answer to " + messages[-1]["content"]
+    ask(url, fake_wechat, "fast", 7300000000000008)
+    wait_for(lambda: len(push_times(fake_wechat)) == 1 and len(fake_llm.calls) == 1)  # refused: 48001
+    time.sleep(0.5)
+    fake_llm.delay(3)
+    ask(url, fake_wechat, "slow", 7300000000000009)
+    wait_for(lambda: len(fake_llm.calls) == 2)
+    time.sleep(4)  # the slow answer is written, and stored for the user's next message
+    assert fake_wechat.typing == [] and len(push_times(fake_wechat)) == 1
+    assert typing_counts(url) == {}
+
+
+def test_typing_refreshes_a_stale_shared_token_as_a_push_does(live, fake_llm, fake_wechat):
+    url = live(WECHAT_REPLY_MODE="push", WECHAT_REPLY_WAIT="0")
+    ask(url, fake_wechat, "fast", 7300000000000010)
+    fake_wechat.wait_for_sent(1)  # the shared token is in Redis now
+    fake_wechat.forget_tokens()  # and WeChat no longer takes it
+    fetches = fake_wechat.token_fetches
+    fake_llm.delay(3)
+    ask(url, fake_wechat, "slow", 7300000000000011)
+    fake_wechat.wait_for_sent(2)
+    assert [(c.command, c.errcode) for c in fake_wechat.typing] == [("Typing", 40001), ("Typing", 0)]
+    assert fake_wechat.token_fetches == fetches + 1
+    assert typing_counts(url) == {"sent": 1}
 
 
 @pytest.mark.parametrize("case", ["45081", "http-500", "timeout", "stalled"])

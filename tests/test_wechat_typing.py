@@ -6,11 +6,18 @@ from __future__ import annotations
 
 import time
 
+import gevent
 import pytest
 import requests
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
+from redis import Redis
 
-from tests.live import Asker
+from config import load_settings
+from handlers.senders import NO_PROGRESS
+from handlers.wechat.send import WeChatSender
+from handlers.wechat.typing_state import TypingState
+from tests.live import Asker, free_port
 
 OPENID = "oUser_typing_01"
 
@@ -173,3 +180,19 @@ def test_typing_failing_neither_delays_nor_fails_the_answer(live, fake_llm, fake
     assert typing_counts(url) == expected[case]
     user = store.find_user("wechat", OPENID)
     assert store.deliveries(user["id"])[0]["status"] == "delivered"
+
+
+def test_the_token_store_down_is_counted_and_the_state_stops_at_once(env):
+    """Run here by hand: this process is not patched by gevent, so it would keep no typing state (a
+    blocking answer leaves a greenlet no turn) — the worker's is."""
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    sender = WeChatSender(load_settings(redis_url=dead), Redis.from_url(dead))
+    d = {"user_external_id": OPENID, "received_at": time.time()}
+    assert sender.progress(d, None) is NO_PROGRESS
+    failed = REGISTRY.get_sample_value("chatgate_wechat_typing_total", {"result": "failed"}) or 0
+    state = TypingState(sender, OPENID, time.time() + 29)
+    gevent.sleep(1.5)  # its first ask, at 1 s: the shared token cannot be read
+    started = time.monotonic()
+    state.stop()  # while it waits for the next one
+    assert time.monotonic() - started < 0.2
+    assert REGISTRY.get_sample_value("chatgate_wechat_typing_total", {"result": "failed"}) == failed + 1

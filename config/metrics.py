@@ -36,6 +36,9 @@ in `handlers/metrics.py`.
                                                       visible update
     chatgate_reconciler_actions_total{action}         what the reconciler did (its log line's words)
     chatgate_wechat_held_posts                        WeChat posts waiting for their answer right now
+    chatgate_wechat_typing_total{result}              WeChat typing states asked for while an answer is
+                                                      written: sent, refused (an errcode, e.g. 45081),
+                                                      failed (HTTP error, no answer, token store down)
 """
 
 from __future__ import annotations
@@ -70,6 +73,9 @@ CARD_FIRST_UPDATE = Histogram("chatgate_feishu_card_first_update_seconds",
                               buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10))
 RECONCILER = Counter("chatgate_reconciler_actions", "Deliveries and pages the reconciler acted on, by action.",
                      ["action"])
+WECHAT_TYPING = Counter("chatgate_wechat_typing", "WeChat typing states asked for, by result (sent; refused: "
+                        "WeChat answered an errcode; failed: an HTTP error, no answer, the token store down).",
+                        ["result"])
 HELD_POSTS = Gauge("chatgate_wechat_held_posts", "WeChat posts held open waiting for their answer.",
                    multiprocess_mode="livesum")
 
@@ -109,6 +115,11 @@ def refunded(platform: str, reason: str) -> None:
 def api_error(platform: str, code: object) -> None:
     """A platform API call that answered an error code (or `network` when it did not answer)."""
     API_ERRORS.labels(platform, str(code)).inc()
+
+
+def wechat_typing(result: str) -> None:
+    """One ask for WeChat's typing state: `sent`, `refused` or `failed`."""
+    WECHAT_TYPING.labels(result).inc()
 
 
 def reconciled(counts: Mapping[str, int]) -> None:

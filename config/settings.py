@@ -206,6 +206,9 @@ VARIABLES: tuple[Var, ...] = (
         "Seconds an undelivered answer waits to be fetched; unfetched, it is refunded."),
     Var("WECHAT_HTTP_TIMEOUT", "wechat_http_timeout", _seconds, 10.0,
         "Timeout in seconds for each call to the WeChat API."),
+    Var("CHATGATE_WECHAT_TYPING", "wechat_typing", _bool, True,
+        "Show WeChat users the typing state (对方正在输入…) while a slow answer is written, on accounts "
+        "that push (not `passive`, nor after a 48001); `off` to never ask for it."),
     Var("FEISHU_APP_ID", "feishu_app_id", str, "", "App ID of the Feishu/Lark custom app (cli_…)."),
     Var("FEISHU_APP_SECRET", "feishu_app_secret", str, "", "App Secret of the Feishu/Lark app.", secret=True),
     Var("FEISHU_VERIFICATION_TOKEN", "feishu_verification_token", str, "",
@@ -327,6 +330,7 @@ class Settings:
     wechat_more_text: str = ""
     wechat_pending_ttl: int = 172800
     wechat_http_timeout: float = 10.0
+    wechat_typing: bool = True
     feishu_app_id: str = ""
     feishu_app_secret: str = field(default="", repr=False)
     feishu_verification_token: str = field(default="", repr=False)
@@ -433,6 +437,8 @@ def _shown(name: str, value) -> str:
     if name == "CHATGATE_USER_RATE":
         units = {seconds: unit for unit, seconds in RATE_UNITS.items()}
         return ",".join(f"{count}/{units[seconds]}" for count, seconds in value)
+    if isinstance(value, bool):
+        return "on" if value else "off"
     if isinstance(value, tuple):
         return ",".join(str(v) for v in value)
     return str(value).replace("\n", "\\n")  # a text's line break as `.env` writes it: one line per setting

@@ -212,11 +212,17 @@ class RecordingServer:
 
 
 class FakeWeChat(RecordingServer):
-    """Mimics api.weixin.qq.com for wechatpy's WeChatClient: access tokens and customer-service text messages.
+    """Mimics api.weixin.qq.com for wechatpy's WeChatClient: access tokens, customer-service text
+    messages and the typing state.
 
     Point the client at it with `API_BASE_URL = fake.url + "/cgi-bin/"` (and the token URL likewise).
     Issued tokens stay valid (WeChat's grace period) unless `strict_tokens=True`, where a new token
     invalidates all older ones. Tokens survive `reset()`; use `forget_tokens()` to drop them.
+
+    Typing (`/cgi-bin/message/custom/typing`) keeps WeChat's rules: a user's message must have come
+    within 30 s (the fake cannot see the webhook: a test says when with `user_wrote(openid)`), else
+    45015; a Typing while one shows (asked within 15 s, no message sent since) gets 45081. Every call
+    is recorded in `.typing`, accepted or not.
     """
 
     def __init__(self, app_id: str = "wx123", app_secret: str = "s3cret", strict_tokens: bool = False):
@@ -231,11 +237,21 @@ class FakeWeChat(RecordingServer):
         self._send_delay = 0.0
         self._down_until = 0.0
         self.refused_sends = 0
+        self._typing: list[TypingCall] = []
+        self._wrote: dict[str, float] = {}  # openid → when the user last wrote (monotonic)
+        self._typing_since: dict[str, float] = {}  # openid → when its showing typing state began
+        self._typing_fail: tuple[int, int | None] | None = None  # (status, errcode) of a scripted failure
+        self._typing_fail_times: int | None = 0
+        self._typing_delay = 0.0
 
     def _reset_state(self):
         self.token_fetches = self.refused_sends = 0
         self._sent.clear()
         self._fail, self._fail_times, self._send_delay, self._down_until = None, 0, 0.0, 0.0
+        self._typing.clear()
+        self._wrote.clear()
+        self._typing_since.clear()
+        self._typing_fail, self._typing_fail_times, self._typing_delay = None, 0, 0.0
 
     # -- scripting --
     def fail_send(self, errcode: int, times: int | None = 1, errmsg: str = "scripted failure"):
@@ -244,9 +260,10 @@ class FakeWeChat(RecordingServer):
             self._fail, self._fail_times = (errcode, errmsg), times
 
     def reset_failures(self):
-        """Stop failing sends (what was recorded stays)."""
+        """Stop failing sends and typing calls (what was recorded stays)."""
         with self._cond:
             self._fail, self._fail_times, self._down_until = None, 0, 0.0
+            self._typing_fail, self._typing_fail_times = None, 0
 
     def down_for(self, seconds: float):
         """Answer every send with HTTP 503 for the next `seconds` (an outage of the API)."""
@@ -256,6 +273,20 @@ class FakeWeChat(RecordingServer):
     def delay_send(self, seconds: float):
         """Sleep `seconds` before answering each send."""
         self._send_delay = seconds
+
+    def user_wrote(self, openid: str):
+        """The user sent the account a message now: typing may be shown to them for 30 s."""
+        with self._cond:
+            self._wrote[openid] = time.monotonic()
+
+    def fail_typing(self, errcode: int | None = None, *, status: int = 200, times: int | None = 1):
+        """Make the next `times` typing calls (None: all) answer `errcode`, or HTTP `status` when it is not 200."""
+        with self._cond:
+            self._typing_fail, self._typing_fail_times = (status, errcode), times
+
+    def delay_typing(self, seconds: float):
+        """Sleep `seconds` before answering each typing call (a stalled API)."""
+        self._typing_delay = seconds
 
     def invalidate(self, token: str):
         """Make one issued token invalid (sends with it get errcode 40001)."""
@@ -280,6 +311,17 @@ class FakeWeChat(RecordingServer):
         with self._cond:
             return list(self._valid)
 
+    @property
+    def typing(self) -> list[TypingCall]:
+        """Every typing call that reached the fake, in order, accepted or not."""
+        with self._cond:
+            return list(self._typing)
+
+    def wait_for_typing(self, n: int, timeout: float = 10) -> list[TypingCall]:
+        """Block until at least `n` typing calls are recorded; returns `.typing`."""
+        self._wait(lambda: len(self._typing) >= n, timeout, f"{n} typing call(s) (have {len(self._typing)})")
+        return self.typing
+
     def wait_for_sent(self, n: int, timeout: float = 10) -> list[tuple[str, str]]:
         """Block until at least `n` successful sends are recorded; returns `.sent`."""
         self._wait(lambda: len(self._sent) >= n, timeout, f"{n} sent message(s) (have {len(self._sent)})")
@@ -303,6 +345,8 @@ class FakeWeChat(RecordingServer):
                     self.refused_sends += 1
                 return Response(503, "<html>503 Service Unavailable</html>")
             return Response(200, self._send_custom(req))
+        if req.path == "/cgi-bin/message/custom/typing" and req.method == "POST":
+            return self._typing_state(req)
         return Response(404, {"errcode": -1, "errmsg": f"fake: no route {req.method} {req.path}"})
 
     def _issue(self, appid, secret, rotate: bool) -> dict:
@@ -336,8 +380,59 @@ class FakeWeChat(RecordingServer):
             if b.get("msgtype") != "text" or not isinstance(b.get("text"), dict) or not b.get("touser"):
                 return {"errcode": 44002, "errmsg": "empty post data / unsupported message in fake"}
             self._sent.append((b["touser"], b["text"].get("content", "")))
+            self._typing_since.pop(b["touser"], None)  # a message ends the typing state
             self._cond.notify_all()
             return {"errcode": 0, "errmsg": "ok"}
+
+    def _typing_state(self, req: RecordedRequest) -> Response:
+        b = req.body if isinstance(req.body, dict) else {}
+        with self._cond:
+            call = TypingCall(b.get("touser", ""), b.get("command", ""), req.at)
+            self._typing.append(call)
+            self._cond.notify_all()
+        self._sleep(self._typing_delay)
+        with self._cond:
+            if self._typing_fail is not None and (self._typing_fail_times is None or self._typing_fail_times > 0):
+                if self._typing_fail_times is not None:
+                    self._typing_fail_times -= 1
+                status, errcode = self._typing_fail
+                call.errcode = errcode if status == 200 else None
+                if status != 200:
+                    return Response(status, "<html>scripted failure</html>")
+                return Response(200, {"errcode": errcode, "errmsg": "scripted failure"})
+            call.errcode = self._typing_errcode(req.query.get("access_token"), call, call.at)
+            if call.errcode:
+                return Response(200, {"errcode": call.errcode, "errmsg": "refused by the fake"})
+            if call.command == "Typing":
+                self._typing_since[call.touser] = call.at
+            else:
+                self._typing_since.pop(call.touser, None)
+            return Response(200, {"errcode": 0, "errmsg": "ok"})
+
+    def _typing_errcode(self, token: str | None, call: TypingCall, now: float) -> int:
+        if not token:
+            return 41001
+        if token not in self._valid:
+            return 40001
+        if not call.touser or call.command not in ("Typing", "CancelTyping"):
+            return 44002
+        if now - self._wrote.get(call.touser, -1e9) >= 30:
+            return 45015  # no message of the user within 30 s
+        if call.command == "Typing" and now - self._typing_since.get(call.touser, -1e9) < 15:
+            return 45081  # one is showing
+        return 0
+
+
+@dataclass
+class TypingCall:
+    """One call of the typing API as the fake saw it."""
+
+    touser: str
+    command: str
+    at: float
+    """When it came (`time.monotonic()`)."""
+    errcode: int | None = None
+    """What the fake answered: 0 (shown) or an errcode; None: an HTTP error, or no answer yet."""
 
 
 def _default_answer(messages: list[dict]) -> str:

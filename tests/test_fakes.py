@@ -172,6 +172,46 @@ def test_wechat_scripted_failure_and_strict_tokens(wechat):
         assert t2 != t1 and strict.valid_tokens == [t2] and strict.token_fetches == 3
 
 
+def test_wechat_typing_keeps_the_platform_rules(wechat):
+    client = wx_client(wechat)
+
+    def typing(user, command="Typing"):
+        try:
+            return client.post("message/custom/typing", data={"touser": user, "command": command})["errcode"]
+        except WeChatClientException as exc:
+            return exc.errcode
+
+    assert typing("u") == 45015  # the user has not written (within 30 s)
+    wechat.user_wrote("u")
+    assert typing("u") == 0
+    assert typing("u") == 45081  # one is showing
+    client.message.send_text("u", "the answer")  # a message ends it
+    assert typing("u") == 0
+    assert typing("u", "CancelTyping") == 0
+    assert typing("u") == 0
+    assert typing("other") == 45015  # per user
+    assert [(c.touser, c.command, c.errcode) for c in wechat.typing] == [
+        ("u", "Typing", 45015), ("u", "Typing", 0), ("u", "Typing", 45081), ("u", "Typing", 0),
+        ("u", "CancelTyping", 0), ("u", "Typing", 0), ("other", "Typing", 45015)]
+
+
+def test_wechat_typing_scripted_failures(wechat):
+    client = wx_client(wechat)
+    wechat.user_wrote("u")
+    wechat.fail_typing(48001)
+    with pytest.raises(WeChatClientException) as exc:
+        client.post("message/custom/typing", data={"touser": "u", "command": "Typing"})
+    assert exc.value.errcode == 48001
+    wechat.fail_typing(status=500, times=None)
+    for _ in range(2):
+        with pytest.raises(WeChatClientException) as exc:
+            client.post("message/custom/typing", data={"touser": "u", "command": "Typing"})
+        assert exc.value.errcode is None and exc.value.response.status_code == 500
+    wechat.reset_failures()
+    assert client.post("message/custom/typing", data={"touser": "u", "command": "Typing"})["errcode"] == 0
+    assert [c.errcode for c in wechat.typing] == [48001, None, None, 0]
+
+
 # -- RedisServer --
 
 def test_redis_server_with_forking_rq_worker():

@@ -1,5 +1,6 @@
-"""WeChat out: the customer-service API (`message/custom/send`) that pushes pages, with the access
-token shared by every process through Redis and refreshed under a Redis lock, so no process
+"""WeChat out: the customer-service API that pushes pages (`message/custom/send`) and shows the
+typing state while an answer is written (`message/custom/typing`, see `typing_state.py`), with the
+access token shared by every process through Redis and refreshed under a Redis lock, so no process
 invalidates another's token."""
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import redis
 import requests
@@ -19,10 +22,12 @@ from wechatpy.session.redisstorage import RedisStorage
 from bot.errors import PermanentFailure, TransientFailure
 from bot.paging import split_text
 from config import Settings, metrics
-from handlers.senders import PlainSender
+from handlers.senders import NO_PROGRESS, PlainSender, Progress
+from handlers.wechat import typing_state
 from handlers.wechat.inbound import PLATFORM
 
 log = logging.getLogger("chatgate.wechat")
+T = TypeVar("T")
 
 TEXT_LIMIT_BYTES = 2000
 """WeChat caps a text message at about 2048 UTF-8 bytes; keep a margin."""
@@ -126,7 +131,8 @@ class WeChatSender(PlainSender):
 
     Every refusal leaves the page waiting: it still goes out in the passive reply to the user's next
     message (or `继续`). A 48001 in `auto` mode means the account has no customer-service API: it
-    is remembered (Redis, 30 days) and answers go out as passive replies only.
+    is remembered (Redis, 30 days) and answers go out as passive replies only. While an answer is
+    written, the user is shown the typing state (`progress`).
     """
 
     platform = PLATFORM
@@ -164,29 +170,53 @@ class WeChatSender(PlainSender):
 
     def waits_after(self, exc: PermanentFailure) -> bool:
         """After any refusal the page waits for a passive reply; 48001 switches `auto` to passive."""
-        if isinstance(exc, WeChatRefused) and exc.errcode == 48001 and self.settings.wechat_reply_mode == "auto":
-            log.warning("WeChat 48001: this account cannot push; switching to passive replies")
-            self._nopush = (True, time.monotonic() + TOKEN_REREAD_S)
-            try:
-                self.redis.set(self._nopush_key, 1, ex=30 * 86400)
-            except Exception:  # forgotten: the next push finds out again
-                pass
+        if isinstance(exc, WeChatRefused) and exc.errcode == 48001:
+            self.cannot_push()
         return True
+
+    def cannot_push(self) -> None:
+        """WeChat said 48001 (no customer-service API): in `auto` mode, remember it (Redis, 30 days) and
+        answer by passive replies only from now on."""
+        if self.settings.wechat_reply_mode != "auto":
+            return
+        log.warning("WeChat 48001: this account cannot push; switching to passive replies")
+        self._nopush = (True, time.monotonic() + TOKEN_REREAD_S)
+        try:
+            self.redis.set(self._nopush_key, 1, ex=30 * 86400)
+        except Exception:  # forgotten: the next push finds out again
+            pass
+
+    def progress(self, d: dict, store) -> Progress:
+        """WeChat's typing state while delivery `d` is answered, on an account that may push (see
+        `handlers/wechat/typing_state.py`); nothing when `CHATGATE_WECHAT_TYPING` is off."""
+        if not self.settings.wechat_typing or not self.may_push():
+            return NO_PROGRESS
+        return typing_state.keep(self, d["user_external_id"], d["received_at"])
+
+    def with_token(self, call: Callable[[], T]) -> T:
+        """Make one API call; on 40001/40014/42001 refresh the shared token and make it once more."""
+        token = self.client.access_token
+        try:
+            return call()
+        except WeChatClientException as exc:
+            if exc.errcode not in TOKEN_ERRORS:
+                raise
+            metrics.api_error(PLATFORM, exc.errcode)
+            log.info("WeChat rejected the access token (%s); refreshing", exc.errcode,
+                     extra={"platform": PLATFORM, "code": exc.errcode, "outcome": "token refreshed"})
+            self.client.fetch_access_token(stale=token)
+            return call()
+
+    def typing(self, user: str) -> None:
+        """Show `user` the typing state (for 15 s, or until a message reaches them). Raises what the
+        call raises (`WeChatClientException`, `requests.RequestException`, `redis.RedisError`)."""
+        self.with_token(lambda: self.client.post("message/custom/typing",
+                                                 data={"touser": user, "command": "Typing"}))
 
     def send(self, user: str, text: str, *, chat: str = "", message_key: str = "", idem: str = "") -> None:
         """Send one text; refresh the token and try once more on 40001/40014/42001."""
         try:
-            try:
-                token = self.client.access_token
-                self.client.message.send_text(user, text)
-            except WeChatClientException as exc:
-                if exc.errcode not in TOKEN_ERRORS:
-                    raise
-                metrics.api_error(PLATFORM, exc.errcode)
-                log.info("WeChat rejected the access token (%s); refreshing", exc.errcode,
-                         extra={"platform": PLATFORM, "code": exc.errcode, "outcome": "token refreshed"})
-                self.client.fetch_access_token(stale=token)
-                self.client.message.send_text(user, text)
+            self.with_token(lambda: self.client.message.send_text(user, text))
         except WeChatClientException as exc:
             metrics.api_error(PLATFORM, exc.errcode)
             detail = f"WeChat error {exc.errcode}: {exc.errmsg}"

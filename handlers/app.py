@@ -157,6 +157,9 @@ def create_app(settings: Settings | None = None, **overrides) -> Flask:
     app.register_blueprint(health.blueprint)
     app.register_blueprint(metrics_view.blueprint)
 
+    if settings.feishu_enabled:  # lark-oapi takes seconds to import: not in the first event's 3 s
+        feishu.webhook.warm_up(runtime)
+
     @app.errorhandler(403)
     @app.errorhandler(400)
     @app.errorhandler(413)

@@ -29,7 +29,7 @@ def bot(feishu_env, tmp_path, fake_feishu, fake_llm):
 def ask(url: str, text: str) -> str:
     event = fs.message_event(text=text, sender=USER)
     body, headers = fs.signed(event)
-    assert requests.post(url + "/feishu", data=body, headers=headers, timeout=5).status_code == 200
+    assert requests.post(url + "/feishu", data=body, headers=headers, timeout=15).status_code == 200
     return event["event"]["message"]["message_id"]
 
 

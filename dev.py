@@ -6,12 +6,15 @@
 
 Both create `.venv/` on first use and install chatgate into it, editable, with its test extras, at
 the exact versions of constraints.txt (again whenever pyproject.toml or constraints.txt changes).
+`test` also installs Debian's `chromium` and `chromium-driver` for the simulator's browser tests when
+they are missing (as root, or through sudo); elsewhere it says what to install and those tests fail.
 `up` also writes a `.env` for development with a fresh random WECHAT_TOKEN if none exists.
 """
 
 import hashlib
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import venv
@@ -39,6 +42,29 @@ def ensure_venv() -> None:
     STAMP.write_text(want)
 
 
+BROWSER_PACKAGES = ["chromium", "chromium-driver"]
+"""Debian's headless browser and its WebDriver, for tests/test_simulator_browser.py."""
+
+
+def ensure_browser() -> None:
+    """Install BROWSER_PACKAGES with apt-get when chromium or chromedriver is missing (as root, or with sudo)."""
+    if shutil.which("chromium") and shutil.which("chromedriver"):
+        return
+    how = "apt-get install -y --no-install-recommends " + " ".join(BROWSER_PACKAGES)
+    root = [] if os.geteuid() == 0 else ["sudo"] if shutil.which("sudo") else None
+    if root is None or not shutil.which("apt-get"):
+        print(f"the simulator's browser tests need Debian's {' and '.join(BROWSER_PACKAGES)} (`{how}` as root); "
+              "without them those tests fail", flush=True)
+        return
+    print(f"installing {' and '.join(BROWSER_PACKAGES)} for the browser tests (apt-get) …", flush=True)
+    apt = [*root, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]
+    subprocess.run([*apt, "update", "-qq"], stdout=subprocess.DEVNULL)  # a fresh image has no package lists
+    done = subprocess.run([*apt, "install", "-y", "-qq", "--no-install-recommends", *BROWSER_PACKAGES],
+                          stdout=subprocess.DEVNULL)
+    if done.returncode != 0:
+        print(f"could not install them (`{how}`); the browser tests will fail", flush=True)
+
+
 def write_dev_env() -> None:
     env_file = ROOT / ".env"
     if env_file.exists():
@@ -62,6 +88,7 @@ def main() -> None:
         os.execv(BIN / "chatgate", [str(BIN / "chatgate"), "up", *args])
     elif command == "test":
         ensure_venv()
+        ensure_browser()
         os.execv(BIN / "python", [str(BIN / "python"), "-m", "pytest", *args])
     else:
         print(__doc__)

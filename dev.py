@@ -6,9 +6,10 @@
 
 Both create `.venv/` on first use and install chatgate into it, editable, with its test extras, at
 the exact versions of constraints.txt (again whenever pyproject.toml or constraints.txt changes).
+`up` also writes a `.env` for development with a fresh random WECHAT_TOKEN and CHATGATE_SIMULATOR_SECRET (the
+browser simulator at /simulator) if none exists, and adds the simulator's secret to an older one.
 `test` also installs Debian's `chromium` and `chromium-driver` for the simulator's browser tests when
 they are missing (as root, or through sudo); elsewhere it says what to install and those tests fail.
-`up` also writes a `.env` for development with a fresh random WECHAT_TOKEN if none exists.
 """
 
 import hashlib
@@ -68,14 +69,30 @@ def ensure_browser() -> None:
 def write_dev_env() -> None:
     env_file = ROOT / ".env"
     if env_file.exists():
+        add_simulator_secret(env_file)
         return
     template = (ROOT / "config" / "example.env").read_text()
     text = template.replace("CHATGATE_ENV=production", "CHATGATE_ENV=development")
     text = text.replace("WECHAT_TOKEN=", f"WECHAT_TOKEN={secrets.token_hex(16)}", 1)
+    text = text.replace("# CHATGATE_SIMULATOR_SECRET=", f"CHATGATE_SIMULATOR_SECRET={secrets.token_hex(32)}", 1)
     fd = os.open(env_file, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
-    print("wrote .env for development (a random WECHAT_TOKEN; no LLM key, so the demo responder answers)")
+    print("wrote .env for development (a random WECHAT_TOKEN and simulator secret; no LLM key, so the demo "
+          "responder answers); try it at http://127.0.0.1:8000/simulator")
+
+
+def add_simulator_secret(env_file: Path) -> None:
+    """A development `.env` written before the simulator existed gets its secret (once: a `.env` that
+    names CHATGATE_SIMULATOR_SECRET at all, even commented out, is left as it is)."""
+    text = env_file.read_text()
+    development = any(line.strip().replace(" ", "") == "CHATGATE_ENV=development" for line in text.splitlines())
+    if not development or "CHATGATE_SIMULATOR_SECRET" in text:
+        return
+    with env_file.open("a") as f:
+        f.write(("" if text.endswith("\n") or not text else "\n") + "\n# The browser simulator (/simulator), "
+                f"development only.\nCHATGATE_SIMULATOR_SECRET={secrets.token_hex(32)}\n")
+    print("added CHATGATE_SIMULATOR_SECRET to .env: try the bot at http://127.0.0.1:8000/simulator")
 
 
 def main() -> None:

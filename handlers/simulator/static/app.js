@@ -20,9 +20,11 @@ const state = {
 };
 
 const MODES = {
-  wechat: [["plain", "plain mode 明文模式"], ["safe", "safe mode 安全模式 (encrypted)"]],
+  wechat: [["plain", "plain 明文模式"], ["safe", "safe 安全模式"]],
   feishu: [["direct", "direct chat 单聊"], ["group", "group 群聊"]],
 };
+
+const EVENTS = {subscribe: "— you followed the account 已关注 —", unsubscribe: "— you unfollowed 已取消关注 —"};
 
 const LABELS = {
   reply: "passive reply · 被动回复",
@@ -53,49 +55,50 @@ function status(text) {
 // -- users -------------------------------------------------------------------------------------------
 
 function knownUsers() {
-  const users = (state.config.users || []).filter((u) => u.platform === state.platform);
-  const own = JSON.parse(localStorage.getItem("chatgate-sim-users") || "[]")
-    .filter((u) => u.platform === state.platform && !users.some((k) => k.user === u.user));
-  return users.concat(own);
+  return (state.config.users || []).filter((u) => u.platform === state.platform);
 }
 
-function newUserId() {
-  const hex = Array.from(crypto.getRandomValues(new Uint8Array(6)), (b) => b.toString(16).padStart(2, "0")).join("");
-  return state.platform === "wechat" ? `o-sim-${hex}` : `ou_sim${hex}`;
+function labelFor(user) {
+  const known = (state.config.users || []).find((u) => u.user === user);
+  return known && known.label ? known.label : user.slice(-6);
 }
 
-function addUser() {
-  const user = {platform: state.platform, user: newUserId(), label: "new user"};
-  const own = JSON.parse(localStorage.getItem("chatgate-sim-users") || "[]");
-  own.push(user);
-  localStorage.setItem("chatgate-sim-users", JSON.stringify(own));
-  fillUsers(user.user);
+async function addUser() {
+  const count = knownUsers().length + 1;
+  const made = await api("users", {platform: state.platform, label: `user ${count}`});
+  state.config.users = (state.config.users || []).concat([{...made, following: true}]);
+  fillUsers(made.user);
   switchTo();
 }
 
-function fillUsers(selected) {
+async function fillUsers(selected) {
+  if (!knownUsers().length) {
+    await addUser();
+    return;
+  }
   const select = $("user");
-  select.replaceChildren();
-  let users = knownUsers();
-  if (!users.length) {
-    users = [{platform: state.platform, user: newUserId(), label: "new user"}];
-    localStorage.setItem("chatgate-sim-users", JSON.stringify(
-      JSON.parse(localStorage.getItem("chatgate-sim-users") || "[]").concat(users)));
-  }
-  for (const u of users) {
-    const option = new Option(u.label && u.label !== u.user ? `${u.label} (${u.user})` : u.user, u.user);
-    select.append(option);
-  }
-  select.value = users.some((u) => u.user === selected) ? selected : users[0].user;
+  const users = knownUsers();
+  select.replaceChildren(...users.map((u) => new Option(`${u.label} …${u.user.slice(-6)}`, u.user)));
+  select.value = users.some((u) => u.user === selected) ? selected : users[users.length - 1].user;
 }
 
 // -- switching ---------------------------------------------------------------------------------------
 
 function fillModes() {
+  // A WeChat account is in one mode, its server's: WECHAT_AES_KEY set means safe mode.
   const select = $("mode");
-  select.replaceChildren(...MODES[state.platform].map(([value, text]) => new Option(text, value)));
-  const wanted = state.platform === "wechat" ? (state.config.wechat.modes || ["plain"])[0] : "direct";
-  select.value = MODES[state.platform].some(([v]) => v === state.mode) ? state.mode : wanted;
+  const account = state.config.wechat.modes || [];
+  select.replaceChildren(...MODES[state.platform].map(([value, text]) => {
+    const option = new Option(text, value);
+    if (state.platform === "wechat" && !account.includes(value)) {
+      option.disabled = true;
+      option.text += value === "safe" ? " (set WECHAT_AES_KEY)" : " (unset WECHAT_AES_KEY)";
+    }
+    return option;
+  }));
+  const wanted = state.platform === "wechat" ? (state.config.wechat.mode || account[0] || "plain") : "direct";
+  const usable = [...select.options].some((o) => o.value === state.mode && !o.disabled);
+  select.value = usable ? state.mode : wanted;
 }
 
 function switchTo() {
@@ -103,6 +106,7 @@ function switchTo() {
   state.mode = $("mode").value;
   state.user = $("user").value;
   state.messages = new Map();
+  nodes.clear();
   state.last = 0;
   state.pending = [];
   state.typingUntil = 0;
@@ -120,15 +124,21 @@ function switchTo() {
     $("account").textContent = feishu.bot_name || "chatgate";
     $("account-sub").textContent = "Feishu direct chat · 单聊";
   }
-  if (state.platform === "feishu" && feishu.enabled === false) status("Feishu is not enabled on this server");
-  else status("");
+  if (state.platform === "feishu" && !feishu.enabled) {
+    status("Feishu is not simulated here: a real Feishu app is configured, or CHATGATE_SIMULATOR_SECRET is unset");
+  } else if (state.platform === "wechat" && state.config.wechat.enabled === false) {
+    status("WeChat is not configured (set WECHAT_TOKEN)");
+  } else {
+    status(state.config.demo_llm ? "no LLM key: the demo responder answers" : "");
+  }
   $("code-box").hidden = true;
   render();
   refreshPanel();
 }
 
 function chatParam() {
-  return state.platform === "feishu" ? state.mode : "";
+  // Feishu: the group's chat id (one group, shared by every simulated user), or empty for a direct chat.
+  return state.platform === "feishu" && state.mode === "group" ? state.config.feishu.group_chat || "" : "";
 }
 
 // -- sending -----------------------------------------------------------------------------------------
@@ -153,6 +163,8 @@ async function send(text, voice = state.voice) {
 async function event(name) {
   try {
     await api("event", {platform: state.platform, user: state.user, event: name});
+    const known = knownUsers().find((u) => u.user === state.user);
+    if (known) known.following = name === "subscribe";
   } catch (e) {
     status(e.message);
   }
@@ -161,21 +173,11 @@ async function event(name) {
 
 // -- the conversation --------------------------------------------------------------------------------
 
-function pollSince() {
-  // A card still streaming is asked for again until it is final (in case the server lists only
-  // messages after `since`); everything else only once.
-  let since = state.last;
-  for (const m of state.messages.values()) {
-    if (m.card && m.card.streaming && m.seq - 1 < since) since = m.seq - 1;
-  }
-  return since;
-}
-
 async function poll() {
   const generation = state.generation;
   try {
     if (state.user) {
-      const q = new URLSearchParams({platform: state.platform, user: state.user, chat: chatParam(), since: pollSince()});
+      const q = new URLSearchParams({platform: state.platform, user: state.user, chat: chatParam(), since: state.last});
       const data = await api("conversation?" + q);
       if (generation === state.generation) take(data);
     }
@@ -199,7 +201,7 @@ function take(data) {
     if (!old || JSON.stringify(old) !== JSON.stringify(m)) {
       state.messages.set(m.seq, m);
       changed = true;
-      if (!old && m.from === "user") settlePending(m);
+      if (!old && m.from === "user" && m.user === state.user) settlePending(m);
     }
   }
   if (typeof data.last === "number") state.last = Math.max(state.last, data.last);
@@ -216,13 +218,24 @@ function settlePending(m) {
   if (i >= 0) state.pending.splice(i, 1);
 }
 
+const nodes = new Map(); // seq -> [the message's JSON, its <li>]: unchanged messages keep their element
+
 function render(scroll = false) {
   const list = $("messages");
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
-  const items = [...state.messages.values()].sort((a, b) => a.seq - b.seq).map(item);
+  const items = [...state.messages.values()].sort((a, b) => a.seq - b.seq).map((m) => {
+    const json = JSON.stringify(m);
+    const known = nodes.get(m.seq);
+    if (known && known[0] === json) return known[1];
+    const li = item(m);
+    const wasOpen = known && known[1].querySelector("details[open]");
+    if (wasOpen && li.querySelector("details")) li.querySelector("details").open = true;
+    nodes.set(m.seq, [json, li]);
+    return li;
+  });
   for (const p of state.pending) {
     if (p.generation !== state.generation) continue;
-    items.push(item({from: "user", kind: p.voice ? "voice" : "text", text: (p.mention ? "@bot " : "") + p.text,
+    items.push(item({from: "user", kind: p.voice ? "voice" : "text", text: p.text, mention: p.mention,
       pending: true, error: p.error}));
   }
   list.replaceChildren(...items);
@@ -233,20 +246,22 @@ function item(m) {
   const li = document.createElement("li");
   li.dataset.seq = m.seq ?? "";
   li.dataset.via = m.via || "";
-  if (m.kind === "event") {
-    li.className = "system";
-    li.textContent = `— ${m.text} —`;
+  if (m.kind === "event" || m.from === "system") {
+    li.className = "system" + (m.kind === "error" ? " error" : "");
+    li.textContent = EVENTS[m.text] || (m.kind === "error" ? `⚠ ${m.text}` : `— ${m.text} —`);
     return li;
   }
-  li.className = m.from === "user" ? "user" : "bot";
+  const mine = m.from === "user" && (m.pending || !m.user || m.user === state.user);
+  li.className = m.from === "user" ? (mine ? "user" : "user other") : "bot";
   if (m.pending) li.classList.add("pending");
   if (state.platform === "feishu" && state.mode === "group") {
-    li.append(el("span", "who", m.from === "user" ? state.user : (state.config.feishu.bot_name || "bot")));
+    const who = m.from === "user" ? labelFor(m.user || state.user) : (state.config.feishu.bot_name || "bot");
+    li.append(el("span", "who", who));
   }
   if (m.card) {
     li.append(card(m.card));
   } else {
-    const bubble = el("div", "bubble", m.text || "");
+    const bubble = el("div", "bubble", (m.mention ? `@${state.config.feishu.bot_name || "bot"} ` : "") + (m.text || ""));
     if (m.kind === "voice") bubble.prepend(el("span", "voice-note", "voice 语音 · recognized:"));
     li.append(bubble);
   }
@@ -306,19 +321,25 @@ async function refreshPanel() {
 }
 
 function showPanel(data) {
-  const u = data.user || {};
-  $("user-id").textContent = state.user + (u.id !== undefined ? ` (u${u.id})` : "");
-  $("trial-left").textContent = u.trial_left === undefined || u.trial_left === null
-    ? "– (not seen yet)" : `${u.trial_left} / ${u.trial_size ?? state.config.trial}`;
-  $("member-until").textContent = u.member_until ? when(u.member_until, true) : "none 未开通";
+  const u = data.user;
+  $("user-id").textContent = state.user;
+  if (!u) {
+    $("trial-left").textContent = `${data.trial_size ?? state.config.trial} (not written yet)`;
+    $("member-until").textContent = "none 未开通";
+  } else {
+    $("trial-left").textContent = `${u.trial_left} / ${u.trial_size ?? data.trial_size}`;
+    $("member-until").textContent = u.member_until ? (u.membership || when(u.member_until, true)) : "none 未开通";
+  }
   $("ledger").replaceChildren(...(data.ledger || []).map((row) => {
     const tr = document.createElement("tr");
     const change = [];
     if (row.answers) change.push(`${row.answers > 0 ? "+" : ""}${row.answers} answer${Math.abs(row.answers) === 1 ? "" : "s"}`);
     if (row.days) change.push(`+${row.days} days`);
-    if (row.member_until) change.push(`until ${when(row.member_until, true)}`);
+    if (row.member_until) change.push(`until ${row.member_until_text || when(row.member_until, true)}`);
     const why = [row.actor, row.note].filter(Boolean).join(": ");
-    for (const text of [when(row.at), row.kind, change.join(", "), why]) tr.append(el("td", "", text ?? ""));
+    const at = row.at_text ? row.at_text.split(" ").pop() : when(row.at); // the server's time zone, as the CLI
+    for (const text of [at, row.kind, change.join(", "), why]) tr.append(el("td", "", text ?? ""));
+    tr.firstChild.title = row.at_text || "";
     return tr;
   }));
 }
@@ -340,6 +361,8 @@ async function operate(form) {
     if (data.code) {
       $("code").textContent = data.code;
       $("code-box").hidden = false;
+    } else if ("ledger" in data) {
+      showPanel(data);
     }
   } catch (e) {
     $("op-error").textContent = e.message;
@@ -351,21 +374,19 @@ async function operate(form) {
 
 async function main() {
   state.config = await api("config");
-  const modes = state.config.wechat.modes;
-  if (modes) MODES.wechat = MODES.wechat.filter(([v]) => modes.includes(v));
   fillModes();
-  fillUsers();
+  await fillUsers();
   for (const radio of document.querySelectorAll("input[name=platform]")) {
-    radio.addEventListener("change", () => {
+    radio.addEventListener("change", async () => {
       state.platform = radio.value;
       fillModes();
-      fillUsers();
+      await fillUsers();
       switchTo();
     });
   }
   $("mode").addEventListener("change", switchTo);
   $("user").addEventListener("change", switchTo);
-  $("new-user").addEventListener("click", addUser);
+  $("new-user").addEventListener("click", () => addUser().catch((e) => status(e.message)));
   $("composer").addEventListener("submit", (e) => {
     e.preventDefault();
     send($("text").value);

@@ -6,6 +6,7 @@ fake LLM answering. What the page would show is read back from `/simulator/api/c
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import requests
@@ -261,3 +262,71 @@ def test_development_without_the_secret_has_no_simulator(sim_env, monkeypatch):
     app = create_app()
     assert app.extensions["chatgate"].settings.simulated == ()
     assert app.test_client().get("/simulator").status_code == 404
+
+
+def test_the_procfile_processes_answer_the_page_and_stream_feishu_cards(sim_env, live, fake_llm):
+    """Under gunicorn's gevent workers the simulator posts to its own web process, and the worker
+    process sends to the simulated APIs of that process: a WeChat answer comes back (passively, or
+    pushed when the machine is slow), and a Feishu card is seen streaming, then settled."""
+    sim = Simulator(live(WECHAT_REPLY_WAIT="4"))
+    user = sim.user()
+    sent = sim.say(user, "hello live")
+    assert sent["ok"] and 1 <= sent["posts"] <= 3
+    _wait_for(lambda: ("echo: hello live" in [text for _, text in sim.bot_says(user)]), "the WeChat answer")
+
+    fake_llm.pieces, fake_llm.chunk_delay = 8, 0.4
+    answer = "one two three four five six seven eight nine ten eleven twelve"
+    fake_llm.set_answer(answer)
+    member = sim.user("feishu")
+    assert sim.say(member, "in the group", platform="feishu", mode="group")["ok"]
+    group = sim.get("/simulator/api/config")["feishu"]["group_chat"]
+    seen, last = [], 0
+
+    def settled() -> bool:
+        nonlocal last
+        page = sim.conversation(member, "feishu", group, since=last)
+        last = page["last"]
+        seen.extend((m["seq"], m["card"]["text"], m["card"]["streaming"]) for m in page["messages"] if m["card"])
+        return bool(seen) and seen[-1][2] is False
+
+    _wait_for(settled, "the card settled", poll=0.1)
+    assert len({seq for seq, *_ in seen}) == 1  # one message, redrawn in place
+    assert any(on and answer.startswith(text) and len(text) < len(answer) for _, text, on in seen), seen
+    assert seen[-1][1] == answer
+
+
+def _wait_for(predicate, what: str, timeout: float = 30, poll: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(poll)
+
+
+def test_dev_env_gets_a_simulator_secret_new_or_added_once(tmp_path, monkeypatch, capsys):
+    import dev
+    from config import load_settings
+
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "example.env").write_text((dev.ROOT / "config" / "example.env").read_text())
+    monkeypatch.setattr(dev, "ROOT", tmp_path)
+    for var in ("CHATGATE_ENV", "WECHAT_TOKEN", "WECHAT_APP_ID", "WECHAT_APP_SECRET", "WECHAT_AES_KEY",
+                "WECHAT_API_BASE", "CHATGATE_SIMULATOR_SECRET", "OPENAI_API_KEY", "OPENAI_BASE_URL", "REDIS_URL"):
+        monkeypatch.delenv(var, raising=False)
+    dev.write_dev_env()
+    env_file = tmp_path / ".env"
+    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+    settings = load_settings(dotenv_path=env_file)
+    assert len(settings.simulator_secret) == 64 and settings.simulated == ("wechat", "feishu")
+    assert settings.wechat_api_base == f"http://127.0.0.1:{settings.port}/simulator/wechat-api"
+
+    old = "CHATGATE_ENV=development\nWECHAT_TOKEN=abc123\n"
+    env_file.write_text(old)
+    dev.write_dev_env()
+    dev.write_dev_env()
+    text = env_file.read_text()
+    assert text.startswith(old) and text.count("CHATGATE_SIMULATOR_SECRET=") == 1
+    assert load_settings(dotenv_path=env_file).wechat_token == "abc123"  # its own token kept
+
+    env_file.write_text("CHATGATE_ENV=production\n")
+    dev.write_dev_env()
+    assert env_file.read_text() == "CHATGATE_ENV=production\n"

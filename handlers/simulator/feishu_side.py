@@ -29,6 +29,8 @@ GROUP_CHAT = "oc_simulator_group_chat_000000001"
 """The one simulated group chat every simulated user is in."""
 ACK_TIMEOUT_S = 3.0
 """Feishu's cut-off for the webhook's ack."""
+LATE_ACK_S = 15.0
+"""How long the simulator waits for an ack at most (the first event of a process imports lark-oapi)."""
 
 
 def bot_open_id(settings: Settings) -> str:
@@ -96,15 +98,18 @@ def signed(event: dict, encrypt_key: str) -> tuple[bytes, dict]:
     return body, headers
 
 
-def post(settings: Settings, event: dict) -> str | None:
-    """Post `event` to `/feishu`; None when it was acknowledged, else what went wrong."""
+def post(settings: Settings, event: dict) -> tuple[str | None, float]:
+    """Post `event` to `/feishu`: (None when it was acknowledged, else what went wrong; seconds to the ack).
+    An ack later than Feishu's 3 s still counts (Feishu would push the event again, and chatgate
+    dedupes it); the caller shows the delay."""
     body, headers = signed(event, settings.feishu_encrypt_key)
+    started = time.monotonic()
     try:
-        resp = requests.post(web_origin(settings) + "/feishu", data=body, headers=headers, timeout=ACK_TIMEOUT_S)
+        resp = requests.post(web_origin(settings) + "/feishu", data=body, headers=headers, timeout=LATE_ACK_S)
     except requests.Timeout:
-        return "the webhook did not ack within 3 s (Feishu would push the event again later)"
+        return f"the webhook did not ack within {LATE_ACK_S:.0f} s", time.monotonic() - started
     except requests.RequestException as exc:
-        return f"the webhook could not be reached ({type(exc).__name__})"
+        return f"the webhook could not be reached ({type(exc).__name__})", time.monotonic() - started
     if resp.status_code != 200:
-        return f"the webhook answered HTTP {resp.status_code}: {resp.text.strip()[:200]}"
-    return None
+        return f"the webhook answered HTTP {resp.status_code}: {resp.text.strip()[:200]}", time.monotonic() - started
+    return None, time.monotonic() - started

@@ -271,7 +271,11 @@ def _send_feishu(user: str, text: str, voice: bool, mode, mention) -> dict:
                      message_id=message_id, mention=mentioned)
     event = feishu_side.message_event(settings, sender=user, chat_id=chat, group=group, text=text,
                                       mention=mentioned, voice=voice, message_id=message_id)
-    error = feishu_side.post(settings, event)
+    error, took = feishu_side.post(settings, event)
     if error:
         outbox.add(conv, sender="system", kind="error", text=error, user=user, chat=chat)
-    return {"ok": error is None, "message_id": message_id, "seq": seq, "chat": chat, "error": error}
+    elif took > feishu_side.ACK_TIMEOUT_S:
+        outbox.add(conv, sender="system", kind="notice", user=user, chat=chat,
+                   text=f"the webhook acked after {took:.1f} s, past Feishu's 3 s: Feishu would push the event again")
+    return {"ok": error is None, "message_id": message_id, "seq": seq, "chat": chat, "error": error,
+            "ack_s": round(took, 3)}

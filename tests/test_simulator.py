@@ -12,6 +12,7 @@ import pytest
 import requests
 from werkzeug.serving import make_server
 
+from tests import wechat_sim
 from tests.live import free_port
 
 SECRET = "5e" * 32
@@ -133,6 +134,20 @@ def test_a_held_post_carries_the_answer_as_wechat_posts_again(served, monkeypatc
     assert done["ok"] and done["reply"] == "echo: slow one" and done["posts"] == 2
     assert sim.bot_says(user) == [("reply", "echo: slow one")]
     assert sim.conversation(user)["messages"][-1]["posts"] == 2
+
+
+def test_a_safe_mode_account_gets_encrypted_posts_and_its_replies_are_decrypted(served, monkeypatch, run_worker):
+    monkeypatch.setenv("WECHAT_AES_KEY", wechat_sim.AES_KEY)
+    sim = served()
+    assert sim.get("/simulator/api/config")["wechat"]["modes"] == ["safe"]
+    user = sim.user()
+    reply = sim.say(user, "帮助", mode="safe")["reply"]
+    assert "兑换" in reply  # the help text, read back from the encrypted reply
+    assert sim.post("/simulator/api/send", {"platform": "wechat", "user": user, "text": "hi", "mode": "plain"},
+                    status=400)["error"].startswith("this account is in safe mode")
+    sim.say(user, "secret question")
+    run_worker()
+    assert sim.bot_says(user)[-1] == ("push", "echo: secret question")
 
 
 def test_a_long_answer_is_fetched_page_by_page_with_the_continue_word(served, monkeypatch, run_worker, fake_llm):

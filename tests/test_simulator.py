@@ -12,6 +12,7 @@ import pytest
 import requests
 from werkzeug.serving import make_server
 
+from tests import wechat_sim
 from tests.live import free_port
 
 SECRET = "5e" * 32
@@ -133,6 +134,20 @@ def test_a_held_post_carries_the_answer_as_wechat_posts_again(served, monkeypatc
     assert done["ok"] and done["reply"] == "echo: slow one" and done["posts"] == 2
     assert sim.bot_says(user) == [("reply", "echo: slow one")]
     assert sim.conversation(user)["messages"][-1]["posts"] == 2
+
+
+def test_a_safe_mode_account_gets_encrypted_posts_and_its_replies_are_decrypted(served, monkeypatch, run_worker):
+    monkeypatch.setenv("WECHAT_AES_KEY", wechat_sim.AES_KEY)
+    sim = served()
+    assert sim.get("/simulator/api/config")["wechat"]["modes"] == ["safe"]
+    user = sim.user()
+    reply = sim.say(user, "帮助", mode="safe")["reply"]
+    assert "兑换" in reply  # the help text, read back from the encrypted reply
+    assert sim.post("/simulator/api/send", {"platform": "wechat", "user": user, "text": "hi", "mode": "plain"},
+                    status=400)["error"].startswith("this account is in safe mode")
+    sim.say(user, "secret question")
+    run_worker()
+    assert sim.bot_says(user)[-1] == ("push", "echo: secret question")
 
 
 def test_a_long_answer_is_fetched_page_by_page_with_the_continue_word(served, monkeypatch, run_worker, fake_llm):
@@ -267,12 +282,22 @@ def test_development_without_the_secret_has_no_simulator(sim_env, monkeypatch):
 def test_the_procfile_processes_answer_the_page_and_stream_feishu_cards(sim_env, live, fake_llm):
     """Under gunicorn's gevent workers the simulator posts to its own web process, and the worker
     process sends to the simulated APIs of that process: a WeChat answer comes back (passively, or
-    pushed when the machine is slow), and a Feishu card is seen streaming, then settled."""
+    pushed when the machine is slow), a slow one with the typing state shown meanwhile, and a Feishu
+    card is seen streaming, then settled."""
     sim = Simulator(live(WECHAT_REPLY_WAIT="4"))
     user = sim.user()
     sent = sim.say(user, "hello live")
     assert sent["ok"] and 1 <= sent["posts"] <= 3
     _wait_for(lambda: ("echo: hello live" in [text for _, text in sim.bot_says(user)]), "the WeChat answer")
+
+    fake_llm.delay(2.5)  # slow enough for the worker to show the typing state
+    asking = threading.Thread(target=sim.say, args=(user, "slow live"))
+    asking.start()
+    _wait_for(lambda: sim.conversation(user)["typing_until"] is not None, "the typing state", poll=0.1)
+    asking.join(timeout=30)
+    _wait_for(lambda: ("echo: slow live" in [text for _, text in sim.bot_says(user)]), "the slow answer")
+    assert sim.conversation(user)["typing_until"] is None  # the answer ended it
+    fake_llm.delay(0)
 
     fake_llm.pieces, fake_llm.chunk_delay = 8, 0.4
     answer = "one two three four five six seven eight nine ten eleven twelve"

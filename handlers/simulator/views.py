@@ -11,7 +11,7 @@ from pathlib import Path
 
 from flask import Blueprint, abort, current_app, jsonify, request, send_from_directory
 
-from handlers.metrics import PROXY_HEADERS, _is_loopback
+from handlers.metrics import direct_from_loopback
 from handlers.simulator import feishu_api, feishu_side, operator, wechat_api
 from handlers.simulator.outbox import Outbox, conversation
 from handlers.simulator.wechat_side import WeChatSide, event_xml, new_msg_id, text_xml, voice_xml
@@ -34,7 +34,7 @@ class BadInput(Exception):
 @feishu_blueprint.before_request
 def local_only():
     """404 unless the client is on loopback and the request did not come through a proxy."""
-    if not _is_loopback(request.remote_addr) or any(name in request.headers for name in PROXY_HEADERS):
+    if not direct_from_loopback():
         abort(404)
 
 

@@ -70,6 +70,17 @@ def check_batch(name: str) -> str:
     return name
 
 
+def create(store, *, days: int, count: int, batch: str, actor: str, note: str = "",
+           price_cents: int | None = None) -> list[str]:
+    """Make `count` new codes of `days` each in batch `batch` and store their hashes; returns the codes
+    (shown only now). `ValueError` for a bad batch name, days, count or price; `BatchExists` if taken."""
+    check_batch(batch)
+    made = [generate() for _ in range(count)]
+    store.create_codes([code_hash(c) for c in made], batch=batch, days=days, actor=actor, note=note,
+                       price_cents=price_cents)
+    return made
+
+
 def redeem(store, user_id: int, text: str) -> tuple[int, float]:
     """Redeem what the user typed; returns (days added, new expiry).
 

@@ -18,6 +18,12 @@ def ref(user: dict) -> str:
     return f"{user['platform']}:{user['external_id']}"
 
 
+def summary(user: dict) -> dict:
+    """A user as the operator's JSON shows them: the row, its reference, free answers left, and whether
+    their membership is active."""
+    return {"ref": ref(user), **user, "trial_left": trial_left(user), "member": is_member(user)}
+
+
 def resolve(store, reference: str) -> dict:
     """The user a reference names; `UnknownUser` if it names nobody or is not a reference.
 

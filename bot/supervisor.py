@@ -290,6 +290,11 @@ class Supervisor:
         Store(s.db_path).close()  # migrations run here once, not raced by every process
         self.output.system(f"chatgate ({s.env}) on http://{s.bind_host}:{s.port}  database {s.db_path}  "
                            f"LLM {'demo responder' if s.demo_llm else s.model}")
+        if s.simulator:
+            from config.simulator import web_origin
+
+            stand_ins = f" (the simulator stands in for {' and '.join(s.simulated)})" if s.simulated else ""
+            self.output.system(f"try it in a browser: {web_origin(s)}/simulator{stand_ins}")
         for part in self.parts:
             if self._signals:
                 return

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from config.settings import VARIABLES, Settings, SettingsError, is_placeholder
+from config.simulator import with_simulator
 
 
 def _read_environment(env: Mapping[str, str] | None, dotenv_path: str | os.PathLike | None) -> dict:
@@ -87,7 +88,7 @@ def _build(raw: Mapping[str, str], overrides: dict) -> tuple[Settings, list[Prob
     if unknown:
         raise TypeError(f"unknown settings: {sorted(unknown)}")
     kwargs.update(overrides)
-    return Settings(**kwargs), problems
+    return with_simulator(Settings(**kwargs)), problems
 
 
 def load_settings(env: Mapping[str, str] | None = None, *, dotenv_path=None, need: Iterable[str] | None = None,
@@ -169,6 +170,9 @@ def _secret_problems(s: Settings, *required: str, optional: str) -> list[Problem
 def value_problems(s: Settings) -> list[Problem]:
     """Values no environment should run with (beyond each variable's own parsing)."""
     problems: list[Problem] = []
+    if s.production and s.simulator_secret:
+        problems.append(Problem(("CHATGATE_SIMULATOR_SECRET",), "development only (the browser simulator); unset "
+                                "it in production"))
     if s.wechat_aes_key and len(s.wechat_aes_key) != 43:
         problems.append(Problem(("WECHAT_AES_KEY",), "must be the 43-character EncodingAESKey"))
     if s.wechat_token and not (3 <= len(s.wechat_token) <= 32 and s.wechat_token.isalnum()):

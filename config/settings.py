@@ -225,6 +225,10 @@ VARIABLES: tuple[Var, ...] = (
     Var("CHATGATE_SHOW_THINKING", "show_thinking", _bool, False,
         "Show a reasoning model's thinking in a collapsed panel above the answer in Feishu cards. Off by "
         "default; the thinking is never sent to WeChat, stored, or sent back as history."),
+    Var("CHATGATE_SIMULATOR_SECRET", "simulator_secret", str, "",
+        "Development only (refused in production): turns on the browser simulator at `/simulator` and the "
+        "stand-in credentials it signs with, derived from this secret, for each platform whose own are unset "
+        "(their API calls then go to the simulator). `python3 dev.py up` writes a random one.", secret=True),
     Var("PORT", "port", int, 8000, "Port of the web process (gunicorn)."),
     Var("CHATGATE_HOST", "host", str, "",
         "Address the web process binds; default `0.0.0.0` in production (the webhook must be "
@@ -338,6 +342,10 @@ class Settings:
     feishu_api_base: str = "https://open.feishu.cn"
     feishu_stream: bool = True
     show_thinking: bool = False
+    simulator_secret: str = field(default="", repr=False)
+    simulated: tuple[str, ...] = ()
+    """The platforms (wechat, feishu) whose credentials are the simulator's stand-ins (not a variable:
+    filled in by `config/simulator.py` in development)."""
     port: int = 8000
     host: str = ""
     web_concurrency: int = 0
@@ -377,6 +385,11 @@ class Settings:
     @property
     def wechat_can_send(self) -> bool:
         return bool(self.wechat_app_id and self.wechat_app_secret)
+
+    @property
+    def simulator(self) -> bool:
+        """The browser simulator is on: development with CHATGATE_SIMULATOR_SECRET set."""
+        return not self.production and bool(self.simulator_secret)
 
     @property
     def demo_llm(self) -> bool:

@@ -156,6 +156,10 @@ def create_app(settings: Settings | None = None, **overrides) -> Flask:
     app.register_blueprint(afdian.blueprint)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(metrics_view.blueprint)
+    if settings.simulator:  # development only: the browser simulator (never in production)
+        from handlers import simulator
+        app.register_blueprint(simulator.blueprint)
+        app.register_blueprint(simulator.feishu_blueprint)
 
     if settings.feishu_enabled:  # lark-oapi takes seconds to import: not in the first event's 3 s
         feishu.webhook.warm_up(runtime)

@@ -56,17 +56,21 @@ def _refusal(token: str) -> Response | None:
             return None
         return Response("401 /metrics needs Authorization: Bearer <CHATGATE_METRICS_TOKEN>\n", status=401,
                         mimetype="text/plain", headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
-    if _is_loopback(request.remote_addr) and not any(name in request.headers for name in PROXY_HEADERS):
+    if direct_from_loopback():
         return None
     return Response("403 /metrics answers loopback clients only; set CHATGATE_METRICS_TOKEN to scrape it "
                     "from elsewhere\n", status=403, mimetype="text/plain")
 
 
-def _is_loopback(address: str | None) -> bool:
+def direct_from_loopback() -> bool:
+    """The request comes from a client on this machine and not through a proxy (no `X-Forwarded-For`,
+    `X-Real-IP` or `Forwarded`: a proxy on this machine connects from loopback too). Also the
+    simulator's access rule (`handlers/simulator/`)."""
     try:
-        return ipaddress.ip_address(address or "").is_loopback
+        loopback = ipaddress.ip_address(request.remote_addr or "").is_loopback
     except ValueError:
         return False
+    return loopback and not any(name in request.headers for name in PROXY_HEADERS)
 
 
 class _ProcessMetrics:

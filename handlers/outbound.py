@@ -7,7 +7,9 @@ from handlers.senders import LogSender, Sender
 
 
 def sender_for(platform: str, settings: Settings, redis) -> Sender:
-    """The sender for `platform`; in development, a LogSender when its credentials are unset."""
+    """The sender for `platform`; in development, a LogSender when its credentials are unset (with
+    CHATGATE_SIMULATOR_SECRET set they never are: the browser simulator's stand-ins fill them and the
+    real senders send to it, `config/simulator.py`)."""
     if platform == "wechat":
         from handlers.wechat.send import DevWeChatSender, WeChatSender
 

@@ -5,7 +5,7 @@
 
 What runs: the Procfile's gunicorn web and `chatgate worker` (production settings) on a Redis of
 their own, with Feishu pointed at the test suite's fake Feishu API (tests/fakes.py; its CardKit part,
-tests/fake_cardkit.py, checks sequences, element ids and the 10 operations a second per card) and
+handlers/simulator/cardkit.py, checks sequences, element ids and the 10 operations a second per card) and
 its fake LLM, which streams each answer in `--chunks` pieces over `--model-seconds`. N users each send
 one direct message (signed and encrypted events), `--rate` a second.
 

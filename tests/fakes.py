@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from tests.fake_cardkit import FakeCards
+from handlers.simulator.cardkit import FakeCards
 
 __all__ = ["RecordedRequest", "Response", "RecordingServer", "FakeWeChat", "FakeLLM", "FakeFeishu", "FakeAfdian"]
 
@@ -649,7 +649,7 @@ class FakeFeishu(RecordingServer):
     `.replies` holds `(message_id, text, uuid)` for each successful text reply, in order;
     `.card_replies` `(message_id, card_id, uuid, reply_id)` for each reply carrying a card (a repeated
     uuid gets the first reply's id back, as Feishu dedupes by uuid, and is recorded again); `.cards`
-    is the CardKit fake (`tests/fake_cardkit.py`).
+    is the CardKit fake (`handlers/simulator/cardkit.py`, shared with the browser simulator).
     """
 
     def __init__(self, app_id: str = "cli_test", app_secret: str = "secret", bot_open_id: str = "ou_bot"):

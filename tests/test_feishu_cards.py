@@ -1,6 +1,6 @@
 """Feishu answers streamed into cards (CardKit), driven the real way: a signed, encrypted event into
 /feishu, the real worker, lark-oapi talking to the fake Feishu, whose CardKit part checks sequences,
-element ids and the per-card rate and records every operation (`tests/fake_cardkit.py`).
+element ids and the per-card rate and records every operation (`handlers/simulator/cardkit.py`).
 
 Here the worker runs in this process (its jobs take turns, so a card gets its updates when the try
 ends); tests/test_feishu_streaming.py runs the real `chatgate worker` for updates as the model writes.

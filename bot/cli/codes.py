@@ -46,7 +46,6 @@ def codes_create(days, count, batch, csv_file, price, note, as_json):
         codes_mod.check_batch(batch)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--batch") from None
-    made = [codes_mod.generate() for _ in range(count)]
     fd = None
     if csv_file:
         try:
@@ -55,8 +54,8 @@ def codes_create(days, count, batch, csv_file, price, note, as_json):
             raise click.BadParameter(f"{csv_file} exists", param_hint="--csv") from None
     price_text = "" if price_cents is None else str(from_cents(price_cents))
     with store_context() as (settings, store):
-        store.create_codes([codes_mod.code_hash(c) for c in made], batch=batch, days=days, actor=actor(), note=note,
-                           price_cents=price_cents)
+        made = codes_mod.create(store, days=days, count=count, batch=batch, actor=actor(), note=note,
+                                price_cents=price_cents)
     if fd is not None:
         with os.fdopen(fd, "w", newline="") as f:
             writer = csv.writer(f)

@@ -21,11 +21,6 @@ MAX_BATCH = 100_000
 """Most users one transaction of `chatgate grant-all` reaches."""
 
 
-def _user_json(user: dict) -> dict:
-    return {"ref": members.ref(user), **user, "trial_left": members.trial_left(user),
-            "member": members.is_member(user)}
-
-
 @click.command("users")
 @click.option("--members", "members_only", is_flag=True, help="Only users whose membership is active.")
 @click.option("--platform", type=click.Choice(["wechat", "feishu"]), default=None, help="Only this platform's users.")
@@ -39,7 +34,7 @@ def list_users(members_only, platform, search, sort, limit, as_json):
     with store_context() as (settings, store):
         rows = store.users(members_only=members_only, limit=limit, platform=platform or "", search=search, sort=sort)
     if as_json:
-        echo_json([_user_json(u) for u in rows])
+        echo_json([members.summary(u) for u in rows])
         return
     table(None, ["id", "user", "free answers", "membership", "since", "last seen"],
           [[u["id"], members.ref(u), f"{u['trial_used']}/{u['trial_limit']} used",
@@ -64,7 +59,7 @@ def show_user(ref, as_json):
         ledger = store.ledger(user["id"])
         usage = user_costs(store, user["id"], settings.prices)
     if as_json:
-        echo_json({"user": _user_json(user), "usage": {**usage, "currency": settings.currency}, "ledger": ledger})
+        echo_json({"user": members.summary(user), "usage": {**usage, "currency": settings.currency}, "ledger": ledger})
         return
     click.echo(f"user          {members.ref(user)} (id {user['id']})")
     click.echo(f"free answers  {members.trial_left(user)} left ({user['trial_used']} of {user['trial_limit']} used)")

@@ -1,7 +1,10 @@
-"""The CardKit part of the fake Feishu (`tests/fakes.py` `FakeFeishu.cards`): card entities, their
-elements' streamed content and their settings, written from Feishu's CardKit documentation, not from
-chatgate's client. It checks what the platform checks and records every operation, so a test can
-see exactly what the user's card went through.
+"""CardKit as Feishu runs it, for the browser simulator's Feishu API (`handlers/simulator/feishu_api.py`,
+which keeps the cards in Redis) and the tests' fake Feishu (`tests/fakes.py` `FakeFeishu.cards`): card
+entities, their elements' streamed content and their settings, written from Feishu's CardKit
+documentation, not from chatgate's client (`handlers/feishu/cards.py`). No Flask, no HTTP: `route`
+takes a method, a path and a JSON body and gives back a status and a JSON body. It checks what the
+platform checks and records every operation, so a test can see exactly what the user's card went
+through.
 
 Checked: card JSON 2.0 with element ids of 1–20 letters, digits and underscores starting with a
 letter; a card under 30 KB; an element's content only while streaming mode is on; every operation's
@@ -142,12 +145,16 @@ class FakeCards:
         if any(not ELEMENT_ID.match(e) for e in elements):
             return {"code": BAD_CARD, "msg": "bad element_id"}
         config = card.get("config") or {}
-        self._next += 1
-        cid = str(self._next)
+        cid = self._new_id()
         self.cards[cid] = Card(cid, card, elements, bool(config.get("streaming_mode")),
                                (config.get("summary") or {}).get("content", ""))
         self.cards[cid].ops.append((time.monotonic(), "create", "", body["data"], 0))
         return {"code": 0, "msg": "success", "data": {"card_id": cid}}
+
+    def _new_id(self) -> str:
+        """A new card's id (Feishu's are long decimal numbers)."""
+        self._next += 1
+        return str(self._next)
 
     def _sequenced(self, card: Card | None, body: dict) -> dict | None:
         """The refusal of an operation on `card` with this body's sequence, or None."""

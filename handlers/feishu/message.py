@@ -114,7 +114,9 @@ def text_of(message_type: str, content: str) -> str:
         words = []
         for el in array(row, "content.content[]", max_items=MAX_PARAGRAPHS):
             if isinstance(el, Mapping) and el.get("tag") in _WORD_TAGS:
-                words.append(text(el.get("text", "") or el.get("user_name", "") or "", "content element",
-                                  max_len=MAX_TEXT_CHARS, free=True))
+                value = el.get("text")
+                value = el.get("user_name") if value is None or value == "" else value
+                words.append(text("" if value is None else value, "content element", max_len=MAX_TEXT_CHARS,
+                                  free=True))
         lines.append("".join(words))
     return text("\n".join(line for line in lines if line), "content", max_len=MAX_TEXT_CHARS, free=True)

@@ -4,7 +4,7 @@ presence, type, length and range before it becomes part of an `IncomingMessage`.
 A body that does not fit raises `Invalid`, whose message is a short reason naming the field; the
 webhooks answer it with 400 and log one line, no traceback. The checks are deliberately small and
 explicit (no schema framework): each platform module (handlers/wechat/message.py,
-handlers/feishu/shape.py, handlers/afdian/webhook.py) lists the fields it reads and calls these.
+handlers/feishu/message.py, handlers/afdian/webhook.py) lists the fields it reads and calls these.
 """
 
 from __future__ import annotations

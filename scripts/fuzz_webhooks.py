@@ -132,8 +132,11 @@ def run_target(target: Target, bodies: int, concurrency: int, seed: int, drain=N
                 rate = done[0] / (time.monotonic() - started)
                 print(f"  {target.name}: {done[0]}/{bodies} ({rate:.0f}/s) {dict(counts)}", file=sys.stderr)
 
-    with ThreadPoolExecutor(concurrency) as pool:
+    pool = ThreadPoolExecutor(concurrency)
+    try:
         list(pool.map(one, range(bodies)))
+    finally:  # Ctrl-C: drop what is queued, so that the servers are stopped at once
+        pool.shutdown(wait=False, cancel_futures=True)
     return {"bodies": bodies, "seconds": round(time.monotonic() - started, 1),
             "statuses": dict(sorted(counts.items()))}
 
@@ -218,7 +221,7 @@ def main() -> int:
         for name, url, secrets, drain in plan:
             print(f"{name}: {args.bodies} bodies → {url}", file=sys.stderr)
             result["targets"][name] = run_target(Target(name, url, secrets), args.bodies, args.concurrency,
-                                                 args.seed, drain, progress=not args.json)
+                                                 args.seed, drain)
         for log in logs:
             result["log_problems"] += _log_problems(log)
 

@@ -34,9 +34,9 @@ class Watch:
         counts["queued"] = self.redis.llen(QUEUE_KEY)
         return counts
 
-    def check(self, res, before: dict, allowed: set, what: str) -> None:
+    def check(self, res, before: dict, allowed: set, what: str) -> list:
         """No 5xx (only `allowed` statuses), no ERROR or traceback logged, and nothing stored or
-        queued for a 400."""
+        queued for a 400. Returns the log records of the request."""
         records = self.caplog.records[:]
         self.caplog.clear()
         bad = [f"{r.levelname} {r.name}: {r.getMessage()}" for r in records
@@ -46,3 +46,4 @@ class Watch:
         assert res.status_code in allowed, f"{what}: HTTP {res.status_code} {body!r}"
         if res.status_code == 400:
             assert self.snapshot() == before, f"{what}: a 400 changed the store or the queue"
+        return records

@@ -26,8 +26,6 @@ from handlers.wechat.message import PLATFORM, encrypted_part, parse
 
 log = logging.getLogger("chatgate.wechat")
 
-__all__ = ["PLATFORM", "WeChatInbound", "escape_cdata"]
-
 
 class WeChatInbound:
     """Verify, decrypt and parse webhook requests for one official account.

@@ -130,3 +130,20 @@ def test_fields_chatgate_does_not_read_take_any_shape(feishu, bot_known, store, 
     before = watch.snapshot()
     watch.check(post(feishu.client, hostile.to_json(event), key=fs.ENCRYPT_KEY), before, {200}, "odd extras")
     assert store.count("deliveries") == before["deliveries"] + 1
+
+
+def test_the_long_connection_refuses_unreadable_words_with_a_warning(feishu_env, bot_known, store, caplog):
+    """The long connection hands lark-oapi's payload to the dispatcher without the webhook's checks:
+    text that does not read is refused there with one WARNING, and stores nothing."""
+    from config import load_settings
+    from handlers.app import Runtime
+    from handlers.feishu.events import FeishuEvents
+
+    events = FeishuEvents(Runtime(load_settings()))
+    for content in ('{"text": 5}', "[" * 5000 + "]" * 5000, '{"text":'):
+        event = _event(lambda e, c=content: e["event"]["message"].update(content=c))
+        caplog.clear()
+        events.dispatcher._do_without_validation(json.dumps(event).encode())
+        assert [r.levelname for r in caplog.records if "refused" in r.getMessage()] == ["WARNING"]
+        assert not [r for r in caplog.records if r.levelno >= 40 or r.exc_info]
+    assert store.count("users") == 0 and store.count("deliveries") == 0

@@ -120,7 +120,8 @@ class FeishuEvents:
         except Invalid as exc:  # the webhook checked the event before; the long connection did not
             log.warning("feishu event=%s refused (%s)", event_id, exc,
                         extra={"platform": PLATFORM, "event_id": event_id, "outcome": "refused"})
-            msg = None
+            self._seen(event_id, mark=True)
+            return
         if msg is None:
             log.info("feishu event=%s not for the bot; ignored", event_id,
                      extra={"platform": PLATFORM, "event_id": event_id, "outcome": "ignored"})

@@ -46,6 +46,7 @@ _ACCOUNT = re.compile(r"[0-9A-Za-z_@.-]+")
 _OPENID = re.compile(r"[0-9A-Za-z_-]+")
 _NAME = re.compile(r"[A-Za-z_]{1,32}")
 _EVENT = re.compile(r"[A-Za-z_]{1,64}")
+_BASE64 = re.compile(r"[A-Za-z0-9+/=\s]+")
 _EVENT_KINDS = {"subscribe": SUBSCRIBE, "unsubscribe": UNSUBSCRIBE, "click": CLICK}
 _QR_SCENE = "qrscene_"
 _PRODUCT_SCAN = ("scanbarcode|", "scanimage|")
@@ -97,8 +98,7 @@ def _one(fields: dict, name: str, *, required: bool = True) -> str | None:
 def encrypted_part(data: bytes) -> dict:
     """Safe mode's envelope: `{"Encrypt": …}`, the one field wechatpy's decryption reads."""
     fields = read_xml(data)
-    return {"Encrypt": text(_one(fields, "Encrypt"), "Encrypt", min_len=1, max_len=len(data),
-                            pattern=re.compile(r"[A-Za-z0-9+/=\s]+"))}
+    return {"Encrypt": text(_one(fields, "Encrypt"), "Encrypt", min_len=1, max_len=len(data), pattern=_BASE64)}
 
 
 def parse(data: bytes | str) -> tuple[IncomingMessage, dict]:

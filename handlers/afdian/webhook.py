@@ -11,34 +11,55 @@ looked up or settled (granted or unclaimed), is acknowledged and changes nothing
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 
 from flask import Blueprint, abort, current_app, jsonify, request
 
 from bot import payments
+from handlers.fields import INT64_MAX, Invalid, field, integer, mapping, text
 from workers.queue import enqueue_order_check
 
 log = logging.getLogger("chatgate.afdian")
 
 blueprint = Blueprint("afdian", __name__)
 
-_TRADE_NO = re.compile(r"[0-9A-Za-z_-]{1,64}")
+_TRADE_NO = re.compile(r"[0-9A-Za-z_-]+")
+
+
+MAX_CLAIMED_CHARS = 256
+"""The longest order field (a remark, a plan id…) taken from the body into the order check's job."""
 
 
 def out_trade_no(body) -> tuple[str | None, dict]:
     """(the order number, the body's own account of the order), or (None, {}) for another event type.
-    `ValueError` for a body that is not afdian's webhook."""
+    `Invalid` (a ValueError) for a body that is not afdian's webhook: the number must be 1..64 of
+    [0-9A-Za-z_-]; the compared fields (`bot.payments.COMPARED`), when present, strings of up to 256
+    characters or whole numbers within int64."""
     if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
-        raise ValueError("expected afdian's webhook JSON: {\"ec\":200,\"data\":{\"type\":\"order\",…}}")
+        raise Invalid("expected afdian's webhook JSON: {\"ec\":200,\"data\":{\"type\":\"order\",…}}")
     data = body["data"]
     if data.get("type") != "order":
         return None, {}
-    order = data.get("order")
-    number = order.get("out_trade_no") if isinstance(order, dict) else None
-    if not isinstance(number, str) or not _TRADE_NO.fullmatch(number):
-        raise ValueError("data.order.out_trade_no is missing or not an order number")
-    return number, {k: order[k] for k in payments.COMPARED if isinstance(order.get(k), str | int)}
+    order = mapping(field(data, "order"), "data.order")
+    number = text(field(order, "out_trade_no"), "data.order.out_trade_no", pattern=_TRADE_NO, max_len=64)
+    claimed = {}
+    for name in payments.COMPARED:
+        value, where = order.get(name), f"data.order.{name}"
+        if isinstance(value, str):
+            claimed[name] = text(value, where, max_len=MAX_CLAIMED_CHARS, free=True)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            claimed[name] = integer(value, where, lo=-INT64_MAX - 1)
+    return number, claimed
+
+
+def _json_body():
+    """The request body as JSON, or None when it is not JSON (nesting too deep included)."""
+    try:
+        return json.loads(request.get_data(cache=False))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
 
 
 @blueprint.post("/pay/afdian")
@@ -47,8 +68,9 @@ def receive():
     runtime = current_app.extensions["chatgate"]
     runtime.platform("afdian", runtime.settings.afdian_enabled, "AFDIAN_USER_ID and AFDIAN_TOKEN", lambda: True)
     try:
-        number, claimed = out_trade_no(request.get_json(force=True, silent=True))
-    except ValueError as exc:
+        number, claimed = out_trade_no(_json_body())
+    except Invalid as exc:
+        log.warning("afdian webhook refused (%s)", exc, extra={"outcome": "refused"})
         abort(400, str(exc))
     if number is None:
         log.info("afdian webhook of another type acknowledged", extra={"outcome": "ignored"})

@@ -20,13 +20,6 @@ class Malformed(Exception):
     """The body is not a Feishu event we can read (400)."""
 
 
-def _lark():
-    """lark-oapi, imported on first use: the import is slow (about 2 s) and only Feishu needs it."""
-    import lark_oapi
-
-    return lark_oapi
-
-
 class FeishuInbound:
     """Verify and open webhook bodies for one Feishu app; build the event dispatcher."""
 
@@ -44,7 +37,7 @@ class FeishuInbound:
         """
         try:
             envelope = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; nesting too deep
             raise Malformed("body is not JSON") from None
         if not isinstance(envelope, dict):
             raise Malformed("body is not a JSON object")

@@ -9,6 +9,8 @@ from flask import Blueprint, Response, abort, current_app, jsonify, request
 
 from handlers.feishu.events import FeishuEvents
 from handlers.feishu.inbound import FeishuInbound, Forbidden, Malformed
+from handlers.feishu.message import challenge
+from handlers.fields import Invalid
 
 log = logging.getLogger("chatgate.feishu")
 
@@ -37,14 +39,15 @@ def receive():
     except Forbidden as exc:
         abort(403, str(exc))
     except Malformed as exc:
+        log.warning("feishu: body refused (%s)", exc, extra={"platform": "feishu", "outcome": "refused"})
         abort(400, str(exc))
-    if event.get("type") == "url_verification":
-        return jsonify(challenge=event.get("challenge", ""))
     try:
+        if event.get("type") == "url_verification":
+            return jsonify(challenge=challenge(event))
         events.handle(event)
-    except (ValueError, AttributeError, TypeError, KeyError) as exc:
-        log.warning("feishu event could not be read: %s", exc)
-        abort(400, "not a readable im.message.receive_v1 event")
+    except Invalid as exc:
+        log.warning("feishu: event refused (%s)", exc, extra={"platform": "feishu", "outcome": "refused"})
+        abort(400, f"malformed event: {exc}")
     return Response('{"msg":"success"}', mimetype="application/json")
 
 

@@ -2,8 +2,8 @@
 
 `WeChatInbound` turns a request (query args + body) into an `IncomingMessage`, raising `Forbidden`
 (403) for anything not signed by our token, signed too long ago or replayed with another body, and
-`BadRequest` (400) for bodies that do not parse; `render_reply` builds the passive reply (encrypted
-in safe mode).
+`BadRequest` (400) for bodies that do not fit what handlers/wechat/message.py reads (logged as one
+WARNING line); `render_reply` builds the passive reply (encrypted in safe mode).
 """
 
 from __future__ import annotations
@@ -13,23 +13,18 @@ import logging
 import time
 
 from redis import Redis, RedisError
-from wechatpy import parse_message
 from wechatpy.crypto import WeChatCrypto
 from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
 from wechatpy.replies import TextReply
 from wechatpy.utils import check_signature
 from werkzeug.exceptions import BadRequest, Forbidden
 
-from bot.models import CLICK, MEDIA, OTHER, SUBSCRIBE, TEXT, UNSUBSCRIBE, IncomingMessage
 from config import Settings
+from handlers.fields import Invalid
 from handlers.freshness import is_fresh
+from handlers.wechat.message import PLATFORM, encrypted_part, parse
 
 log = logging.getLogger("chatgate.wechat")
-
-PLATFORM = "wechat"
-
-_EVENT_KINDS = {"subscribe": SUBSCRIBE, "subscribe_scan": SUBSCRIBE, "unsubscribe": UNSUBSCRIBE,
-                "click": CLICK}
 
 
 class WeChatInbound:
@@ -62,8 +57,8 @@ class WeChatInbound:
         return args.get("echostr", "")
 
     def parse(self, args, body: bytes):
-        """A POST body → (IncomingMessage, wechatpy message). 403 if forged, stale or replayed with
-        another body, 400 if unparseable."""
+        """A POST body → (IncomingMessage, the reply's addressing). 403 if forged, stale or replayed
+        with another body, 400 if it does not fit (handlers/wechat/message.py)."""
         self.check(args)
         if not is_fresh(args.get("timestamp", ""), self.window):
             raise Forbidden("timestamp outside the replay window")
@@ -71,21 +66,30 @@ class WeChatInbound:
             if args.get("encrypt_type") != "aes":
                 # With an AES key configured, a plaintext body is not authenticated by anything.
                 raise Forbidden("encrypted messages expected (safe mode)")
+            envelope = self._read(encrypted_part, body)
             try:
-                xml = self.crypto.decrypt_message(body, args.get("msg_signature", ""),
+                xml = self.crypto.decrypt_message(envelope, args.get("msg_signature", ""),
                                                   args.get("timestamp", ""), args.get("nonce", ""))
             except (InvalidSignatureException, InvalidAppIdException):
                 raise Forbidden("bad message signature") from None
-            except Exception as exc:  # base64, padding, XML: wechatpy raises many kinds
-                raise BadRequest(f"cannot decrypt the message ({type(exc).__name__})") from None
+            except Exception as exc:  # base64, padding, length, UTF-8: wechatpy raises many kinds
+                self._refuse(f"cannot decrypt the message ({type(exc).__name__})")
         else:
             self._bind_body(args, body)
             xml = body
+        return self._read(parse, xml)
+
+    def _read(self, reader, data):
         try:
-            raw = parse_message(xml)
-            return self._to_incoming(raw), raw
-        except Exception as exc:  # xmltodict's ValueError/ExpatError, KeyError for missing fields…
-            raise BadRequest(f"cannot parse the message ({type(exc).__name__})") from None
+            return reader(data)
+        except Invalid as exc:
+            self._refuse(str(exc))
+
+    @staticmethod
+    def _refuse(reason: str):
+        """400 with a short reason, logged as one line (a hostile or broken body is not our error)."""
+        log.warning("wechat: body refused (%s)", reason, extra={"platform": PLATFORM, "outcome": "refused"})
+        raise BadRequest(f"malformed message: {reason}")
 
     def _bind_body(self, args, body: bytes) -> None:
         """Plaintext mode: the signature covers the query, not the body, so the first body a signed
@@ -113,27 +117,11 @@ class WeChatInbound:
         if first is not None and first.decode() != digest:
             raise Forbidden("this signed query came before with another body")
 
-    @staticmethod
-    def _to_incoming(raw) -> IncomingMessage:
-        user = raw.source
-        if not user:
-            raise ValueError("no FromUserName")
-        if raw.type == "event":
-            kind = _EVENT_KINDS.get(raw.event, OTHER)
-            return IncomingMessage(PLATFORM, user, f"{user}-{raw.time}", kind,
-                                   detail=str(getattr(raw, "key", "") or raw.event))
-        if not raw.id:
-            raise ValueError("message without MsgId")
-        key = str(raw.id)
-        if raw.type == "text":
-            return IncomingMessage(PLATFORM, user, key, TEXT, raw.content or "")
-        if raw.type == "voice" and (raw.recognition or "").strip():
-            return IncomingMessage(PLATFORM, user, key, TEXT, raw.recognition.strip())
-        return IncomingMessage(PLATFORM, user, key, MEDIA, detail=raw.type)
-
-    def render_reply(self, raw, text: str, args) -> str:
-        """The passive reply XML for `text` (encrypted in safe mode)."""
-        xml = TextReply(content=escape_cdata(text), message=raw).render()
+    def render_reply(self, addressing: dict, text: str, args) -> str:
+        """The passive reply XML for `text` to the message addressed as `addressing` (what `parse`
+        returned), encrypted in safe mode."""
+        xml = TextReply(source=addressing["ToUserName"], target=addressing["FromUserName"],
+                        content=escape_cdata(text)).render()
         if self.crypto is None:
             return xml
         return self.crypto.encrypt_message(xml, args.get("nonce", ""), args.get("timestamp") or None)

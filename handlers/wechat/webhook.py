@@ -34,8 +34,8 @@ def receive():
     started = time.monotonic()
     inbound = _inbound()
     runtime = current_app.extensions["chatgate"]
-    msg, raw = inbound.parse(request.args, request.get_data(cache=False))
+    msg, addressing = inbound.parse(request.args, request.get_data(cache=False))
     text = PassiveReply(runtime, msg, started).respond()
     if text is None:
         return Response(ACK, mimetype="text/plain")
-    return Response(inbound.render_reply(raw, text, request.args), mimetype="application/xml")
+    return Response(inbound.render_reply(addressing, text, request.args), mimetype="application/xml")

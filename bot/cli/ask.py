@@ -28,6 +28,8 @@ def ask(text, user, url):
     import xmltodict
     from wechatpy.crypto import WeChatCrypto
 
+    from handlers.wechat.inbound import escape_cdata
+
     settings = load_checked(need=("WECHAT_TOKEN", "WECHAT_AES_KEY"))  # what signing and encrypting use
     if not settings.wechat_token:
         raise click.ClickException("WECHAT_TOKEN is not set")
@@ -36,7 +38,7 @@ def ask(text, user, url):
     msg_id = str(random.randrange(10**15, 10**16))
     xml = (f"<xml><ToUserName><![CDATA[gh_dev]]></ToUserName><FromUserName><![CDATA[{user}]]></FromUserName>"
            f"<CreateTime>{timestamp}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
-           f"<Content><![CDATA[{text}]]></Content><MsgId>{msg_id}</MsgId></xml>")
+           f"<Content><![CDATA[{escape_cdata(text)}]]></Content><MsgId>{msg_id}</MsgId></xml>")
     signature = hashlib.sha1("".join(sorted([settings.wechat_token, timestamp, nonce])).encode()).hexdigest()
     params = {"signature": signature, "timestamp": timestamp, "nonce": nonce, "openid": user}
     crypto = None

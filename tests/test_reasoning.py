@@ -174,15 +174,15 @@ def test_a_model_that_strips_its_opening_think_is_remembered_across_restarts(env
     redis = Redis.from_url(redis_url)
     first = LLM(load_settings(), redis)
     try:
-        assert first.unopened_think is False
+        assert first.unopened.is_set() is False
         first.complete([{"role": "user", "content": "learn"}])
-        assert first.unopened_think is True
+        assert first.unopened.is_set() is True
     finally:
         first.close()
     restarted = LLM(load_settings(), redis)
     try:
         seen: list[str] = []
-        assert restarted.unopened_think is True
+        assert restarted.unopened.is_set() is True
         answer = restarted.complete([{"role": "user", "content": "now"}], on_delta=lambda a, t: seen.append(a))
         assert answer == "echo: now"
         assert seen and all("echo: now".startswith(a) for a in seen)

@@ -43,6 +43,7 @@ from bot import texts
 from bot.errors import PermanentFailure, TransientFailure
 from config import Settings, metrics
 from workers.limits import Backoff
+from workers.marks import Mark
 from workers.thinking import ThinkingSplitter
 
 log = logging.getLogger("chatgate.worker")
@@ -129,26 +130,11 @@ class LLM:
             max_retries=0, http_client=http_client(max(settings.worker_concurrency, 10)))
         self.backoff = Backoff(redis) if redis is not None else None
         self.ask_usage = True
-        self._redis = redis
-        self._unopened_key = f"chatgate:llm:{self.model}:unopened-think"
-        self.unopened_think = self._remembered(self._unopened_key)
+        self.unopened = Mark(redis, f"chatgate:llm:{self.model}:unopened-think", 30 * 86400)
         """The model has streamed a `</think>` with no opening tag: hold its answers back until one.
-        Learnt from the first such answer, and remembered in Redis, so a restarted worker knows it."""
+        Learnt from the first such answer, and remembered in Redis for every worker process."""
         self._local = threading.local()  # per greenlet in a gevent-patched worker
         self._http_errors = httpx_module().HTTPError
-
-    def _remembered(self, key: str) -> bool:
-        try:
-            return self._redis is not None and bool(self._redis.exists(key))
-        except Exception:  # Redis down: learnt again from the model's first such answer
-            return False
-
-    def _remember(self, key: str) -> None:
-        try:
-            if self._redis is not None:
-                self._redis.set(key, 1, ex=30 * 86400)
-        except Exception:
-            pass
 
     @property
     def timing(self) -> Timing:
@@ -215,7 +201,7 @@ class LLM:
         server-sent events are read here, to the end of the body: the SDK's own `Stream` stops reading
         at `[DONE]` and closes the response, which throws the connection away (a new TCP and TLS
         handshake per answer), and builds a pydantic model per chunk where two fields are wanted."""
-        split = ThinkingSplitter(unopened=self.unopened_think)
+        split = ThinkingSplitter(unopened=self.unopened.is_set())
         usage = None
         try:
             try:
@@ -277,9 +263,8 @@ class LLM:
             timing.reported = (usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
         shown = split.answer
         answer, timing.thinking = split.finish()
-        if split.unopened and not self.unopened_think:
-            self.unopened_think = True  # from now on its answers are held back until the `</think>`
-            self._remember(self._unopened_key)
+        if split.unopened and not self.unopened.is_set():
+            self.unopened.set()  # from now on its answers are held back until the `</think>`
             log.info("the model %s streams its thinking without an opening <think>: its answers are held back "
                      "until the thinking ends", self.model, extra={"outcome": "unopened thinking"})
         if answer != shown:

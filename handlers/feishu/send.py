@@ -29,6 +29,7 @@ from handlers.feishu.cards import (
     finish_card,
 )
 from handlers.senders import NO_PROGRESS, Progress, PushOnly
+from workers.marks import Mark
 
 log = logging.getLogger("chatgate.feishu")
 
@@ -139,8 +140,8 @@ class FeishuSender(PushOnly):
         self.redis = redis
         self.client = make_client(settings, redis)
         self.kit = CardKit(self.client)
-        self._nocards_key = f"chatgate:feishu:{settings.feishu_app_id}:nocards"
-        self._nocards = (False, 0.0)  # (cards are refused, until when this process believes it)
+        self._nocards = Mark(redis, f"chatgate:feishu:{settings.feishu_app_id}:nocards", NO_CARDS_S,
+                             reread_s=CHECK_AGAIN_S)
 
     def paginate(self, answer: str) -> list[str]:
         limit = CARD_TEXT_BYTES if self.settings.feishu_stream else TEXT_LIMIT_BYTES
@@ -168,15 +169,7 @@ class FeishuSender(PushOnly):
 
     def cards_allowed(self) -> bool:
         """False while CardKit's refusal is remembered (in Redis, for every process)."""
-        refused, until = self._nocards
-        if time.monotonic() < until:
-            return not refused
-        try:
-            refused = bool(self.redis.exists(self._nocards_key)) if self.redis is not None else False
-        except redis.RedisError:
-            return True
-        self._nocards = (refused, time.monotonic() + CHECK_AGAIN_S)
-        return not refused
+        return not self._nocards.is_set()
 
     def refused(self, exc: Exception) -> None:
         """CardKit refused: answers go out as text for `NO_CARDS_S`."""
@@ -184,12 +177,7 @@ class FeishuSender(PushOnly):
         log.warning("Feishu refused a card (%s): answers go out as text for %d h (does the app have the "
                     "cardkit:card:write permission?)", exc, NO_CARDS_S // 3600,
                     extra={"platform": PLATFORM, "outcome": "cards refused"})
-        self._nocards = (True, time.monotonic() + CHECK_AGAIN_S)
-        try:
-            if self.redis is not None:
-                self.redis.set(self._nocards_key, 1, ex=NO_CARDS_S)
-        except redis.RedisError:  # forgotten: the next card finds out again
-            pass
+        self._nocards.set()
 
     def send(self, user: str, text: str, *, chat: str = "", message_key: str = "", idem: str = "") -> None:
         """Reply to `message_key`; `idem` names this page so that Feishu drops a repeat of it."""

@@ -25,6 +25,7 @@ from config import Settings, metrics
 from handlers.senders import NO_PROGRESS, PlainSender, Progress
 from handlers.wechat import typing_state
 from handlers.wechat.inbound import PLATFORM
+from workers.marks import Mark
 
 log = logging.getLogger("chatgate.wechat")
 T = TypeVar("T")
@@ -143,8 +144,8 @@ class WeChatSender(PlainSender):
         self.redis = redis
         self.keep_s = settings.wechat_pending_ttl
         self.client = SharedTokenClient(settings, redis)
-        self._nopush_key = f"chatgate:wechat:{settings.wechat_app_id or 'dev'}:nopush"
-        self._nopush = (False, 0.0)  # (the account cannot push, until when this process believes it)
+        self._nopush = Mark(redis, f"chatgate:wechat:{settings.wechat_app_id or 'dev'}:nopush", 30 * 86400,
+                            reread_s=TOKEN_REREAD_S)
 
     def paginate(self, answer: str) -> list[str]:
         return split_text(answer, PAGE_BYTES)
@@ -158,15 +159,7 @@ class WeChatSender(PlainSender):
             return False
         if mode == "push":
             return True
-        nopush, until = self._nopush
-        if time.monotonic() < until:
-            return not nopush
-        try:
-            nopush = bool(self.redis.exists(self._nopush_key))
-        except Exception:  # Redis unavailable: try, at worst WeChat says 48001 again
-            return True
-        self._nopush = (nopush, time.monotonic() + TOKEN_REREAD_S)
-        return not nopush
+        return not self._nopush.is_set()  # Redis unavailable: try, at worst WeChat says 48001 again
 
     def waits_after(self, exc: PermanentFailure) -> bool:
         """After any refusal the page waits for a passive reply; 48001 switches `auto` to passive."""
@@ -180,11 +173,7 @@ class WeChatSender(PlainSender):
         if self.settings.wechat_reply_mode != "auto":
             return
         log.warning("WeChat 48001: this account cannot push; switching to passive replies")
-        self._nopush = (True, time.monotonic() + TOKEN_REREAD_S)
-        try:
-            self.redis.set(self._nopush_key, 1, ex=30 * 86400)
-        except Exception:  # forgotten: the next push finds out again
-            pass
+        self._nopush.set()
 
     def progress(self, d: dict, store) -> Progress:
         """WeChat's typing state while delivery `d` is answered, on an account that may push (see

@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import requests  # noqa: E402
+from bench_answering import log, percentile  # noqa: E402
 from bench_usage import tree_cpu_s  # noqa: E402
 
 from tests import feishu_sim as fs  # noqa: E402
@@ -45,15 +46,6 @@ from tests.fakes import FakeFeishu, FakeLLM, FakeWeChat  # noqa: E402
 from tests.live import LiveBot  # noqa: E402
 
 LLM_KEY = "sk-bench-0123456789"
-
-
-def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
 
 
 def answer_of(i: int, words: int) -> str:
@@ -132,7 +124,7 @@ def run_bot(tmp: Path, feishu: FakeFeishu, llm: FakeLLM, wechat: FakeWeChat, arg
                 waits.append(r.at - started[q])
                 text = json.loads(r.body.get("content") or "{}").get("text", "")
                 right += text == answer_of(int(q), args.chunks * 2)
-        result.update(first_visible_s=[round(pct(waits, p), 3) for p in (50, 90, 100)], correct=right)
+        result.update(first_visible_s=[round(percentile(waits, p), 3) for p in (50, 90, 100)], correct=right)
         return result
     by_card = {card_id: asked[mid] for mid, card_id, _, _ in feishu.card_replies if mid in asked}
     firsts, rates, ops, right, peak = [], [], [], 0, 0
@@ -149,7 +141,7 @@ def run_bot(tmp: Path, feishu: FakeFeishu, llm: FakeLLM, wechat: FakeWeChat, arg
         ops.append(len(card.ops))
         peak = max(peak, card.peak_ops_per_s())
         right += card.text == answer_of(int(q), args.chunks * 2) and not card.streaming
-    result.update(first_visible_s=[round(pct(firsts, p), 3) for p in (50, 90, 100)],
+    result.update(first_visible_s=[round(percentile(firsts, p), 3) for p in (50, 90, 100)],
                   updates_per_card_per_s=round(sum(rates) / len(rates), 2) if rates else None,
                   peak_ops_per_card_per_s=peak, cardkit_ops_per_answer=round(sum(ops) / max(1, len(ops)), 1),
                   refusals=len(feishu.cards.refusals), text_replies=len(feishu.replies), correct=right)
@@ -174,7 +166,7 @@ def floor(feishu: FakeFeishu) -> float:
         kit.put(card_id, ANSWER_ID, text, seq.next())
         times.append(time.monotonic() - t)
         time.sleep(0.11)  # within CardKit's 10 operations a second
-    return pct(times, 50)
+    return percentile(times, 50)
 
 
 def main() -> int:
